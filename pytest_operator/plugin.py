@@ -1,3 +1,72 @@
-"""The pytest plugin: options, markers and fixtures (registered through pytest11)."""
+"""The pytest plugin (registered through the ``pytest11`` entry point).
+
+Options and markers live here; the fixtures that start clusters, inject chaos and
+run the monitor are in ``_fixtures`` and load only when a test asks for them.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pytest_operator import _options, _registry
+
+OPTIONS = pytest.StashKey[_options.OperatorOptions]()
+
+MARKERS = (
+    "subject(name): the subject this scenario is written for; skipped when the run's"
+    " --subject is another",
+    "chaos(*faults): inject these faults for the test's duration and heal them after;"
+    " their root causes are what the diagnosis must name",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    _options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    opts = _options.resolve(config)
+    if opts.subject is not None:
+        _registry.load(opts.subject)  # fail fast on an unknown subject
+    config.stash[OPTIONS] = opts
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[OPTIONS].header()
+
+
+def _marked_subject(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("subject")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str) or marker.kwargs:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.subject takes one subject name, e.g."
+            " pytestmark = pytest.mark.subject('ratelimiter')"
+        )
+    return marker.args[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    opts = config.stash[OPTIONS]
+    marked = {item: _marked_subject(item) for item in items}
+    wanted = {s for s in marked.values() if s is not None}
+    selected = opts.subject
+    if selected is None and wanted:
+        if len(wanted) > 1:
+            raise pytest.UsageError(
+                f"the collected scenarios are for several subjects ({', '.join(sorted(wanted))}):"
+                " choose one with --subject"
+            )
+        (selected,) = wanted
+        _registry.load(selected)
+        config.stash[OPTIONS] = dataclasses.replace(opts, subject=selected)
+    for item, name in marked.items():
+        if name is not None and name != selected:
+            item.add_marker(
+                pytest.mark.skip(reason=f"scenario for subject {name}; this run's is {selected}")
+            )

@@ -1,0 +1,110 @@
+"""Command-line options and their ini twins, resolved and validated in one place."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytest
+
+E = TypeVar("E", bound=enum.StrEnum)
+N = TypeVar("N", int, float)
+
+
+class Backend(enum.StrEnum):
+    EMBEDDED = "embedded"
+    COMPOSE = "compose"
+    EXTERNAL = "external"
+
+
+class DiagnoserChoice(enum.StrEnum):
+    CAUSAL = "causal"
+    CLAUDE = "claude"
+    ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOptions:
+    subject: str | None
+    backend: Backend
+    nodes: int
+    observe_interval: float
+    diagnoser: DiagnoserChoice
+    trials: int
+
+    def header(self) -> str:
+        return (
+            f"operator: subject={self.subject or '(from markers)'} cluster={self.backend}"
+            f" nodes={self.nodes} observe-interval={self.observe_interval}s"
+            f" diagnoser={self.diagnoser} trials={self.trials}"
+        )
+
+
+_OPTIONS: tuple[tuple[str, str, str | None, str], ...] = (
+    # (flag, ini name, default, help)
+    ("--subject", "operator_subject", None, "the subject (system under test) for the whole run"),
+    ("--cluster", "operator_cluster", "embedded", "cluster backend: embedded, compose or external"),
+    ("--nodes", "operator_nodes", "3", "number of service nodes the cluster starts"),
+    (
+        "--observe-interval",
+        "operator_observe_interval",
+        "0.25",
+        "seconds between two observations of the monitor loop",
+    ),
+    ("--diagnoser", "operator_diagnoser", "causal", "diagnosis engine: causal, claude or all"),
+    ("--trials", "operator_trials", "1", "how many times each scenario runs"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("operator", "pytest-operator: chaos and verification")
+    for flag, ini, default, help_ in _OPTIONS:
+        group.addoption(flag, dest=ini, default=None, help=f"{help_} (ini: {ini})")
+        parser.addini(ini, help_, default=default)
+
+
+def _raw(config: pytest.Config, ini: str) -> str | None:
+    value = config.getoption(ini)
+    if value is None:
+        value = config.getini(ini)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _choice(config: pytest.Config, ini: str, flag: str, enum_: type[E]) -> E:
+    raw = _raw(config, ini) or ""
+    try:
+        return enum_(raw)
+    except ValueError:
+        valid = ", ".join(e.value for e in enum_)
+        raise pytest.UsageError(f"{flag}={raw}: invalid value; valid values: {valid}") from None
+
+
+def _number(
+    config: pytest.Config, ini: str, flag: str, kind: type[N], minimum: N
+) -> N:
+    raw = _raw(config, ini)
+    what = "an integer" if kind is int else "a number"
+    try:
+        value = kind(raw or "")
+    except ValueError:
+        raise pytest.UsageError(f"{flag}={raw}: must be {what} >= {minimum}") from None
+    if value < minimum or (kind is float and value != value):
+        raise pytest.UsageError(f"{flag}={raw}: must be {what} >= {minimum}")
+    return value
+
+
+def resolve(config: pytest.Config) -> OperatorOptions:
+    """Read every option (flag first, then ini, then default); a bad value is a UsageError."""
+    interval = _number(config, "operator_observe_interval", "--observe-interval", float, 0.01)
+    return OperatorOptions(
+        subject=_raw(config, "operator_subject"),
+        backend=_choice(config, "operator_cluster", "--cluster", Backend),
+        nodes=_number(config, "operator_nodes", "--nodes", int, 1),
+        observe_interval=interval,
+        diagnoser=_choice(config, "operator_diagnoser", "--diagnoser", DiagnoserChoice),
+        trials=_number(config, "operator_trials", "--trials", int, 1),
+    )
