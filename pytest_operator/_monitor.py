@@ -150,7 +150,7 @@ class Monitor:
         settle: float = 0.0,
         fault_at: float | None = None,
     ) -> MonitorRun:
-        """Observe for ``timeout`` seconds, or until ``until`` is violated (then ``settle`` more)."""
+        """Observe for ``timeout`` s, or until ``until`` is violated (then ``settle`` s more)."""
         if until is not None:
             self.invariant(until)
         timeline = Timeline()

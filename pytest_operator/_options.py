@@ -83,9 +83,7 @@ def _choice(config: pytest.Config, ini: str, flag: str, enum_: type[E]) -> E:
         raise pytest.UsageError(f"{flag}={raw}: invalid value; valid values: {valid}") from None
 
 
-def _number(
-    config: pytest.Config, ini: str, flag: str, kind: type[N], minimum: N
-) -> N:
+def _number(config: pytest.Config, ini: str, flag: str, kind: type[N], minimum: N) -> N:
     raw = _raw(config, ini)
     what = "an integer" if kind is int else "a number"
     try:
