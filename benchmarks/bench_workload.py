@@ -1,0 +1,247 @@
+"""Benchmark: can one Python process offer >= 3,000 requests/s on schedule?
+
+Runs the open-loop workload with the rate limiter's client against a fast
+stand-in node (a minimal HTTP/1.1 server answering ``POST /check`` in another
+process, so the two do not share a core's event loop), several runs, and
+prints per run the achieved send rate, answered rate and send lateness
+(actual send minus schedule) p50/p99/max, then the medians.
+
+    .venv/bin/python benchmarks/bench_workload.py                 # 3,000/s, 5 s, 5 runs
+    .venv/bin/python benchmarks/bench_workload.py --rate 4000 --runs 3 --no-uvloop
+    .venv/bin/python benchmarks/bench_workload.py --client httpx  # the httpx comparison
+    .venv/bin/python benchmarks/bench_workload.py --url node-1=http://127.0.0.1:8001
+
+Target: achieved rate >= 3,000/s with lateness p99 <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from pytest_operator._history import History, Outcome
+from pytest_operator._workload import Response, Workload, steady, uniform
+from subjects.ratelimiter.client import RateLimiterClient
+
+_REPLY_BODY = (
+    b'{"allowed":true,"limit":100,"remaining":99,"retry_after_ms":0,"node":"stub","mode":"normal"}'
+)
+_REPLY = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+    len(_REPLY_BODY),
+    _REPLY_BODY,
+)
+
+
+class _StubProtocol(asyncio.Protocol):
+    """Answers every request that has arrived in full with a fixed 200 JSON reply."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport writes
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        replies = 0
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = self.buffer[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                break
+            self.buffer = self.buffer[end + 4 + length :]
+            replies += 1
+        if replies and self.transport is not None:
+            self.transport.write(_REPLY * replies)
+
+
+def serve(port: int) -> None:
+    """Run the stand-in node on 127.0.0.1:port until killed."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_StubProtocol, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def stub_nodes(count: int) -> Iterator[dict[str, str]]:
+    """Start ``count`` stand-in nodes, each in its own process group; kill them after."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
+    try:
+        for i in range(count):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--serve", str(port)], start_new_session=True
+                )
+            )
+            urls[f"node-{i + 1}"] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            _wait_port(int(url.rsplit(":", 1)[1]))
+        yield urls
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class HttpxClient:
+    """The same requester through httpx, for comparison."""
+
+    def __init__(self, urls: Mapping[str, str], timeout: float) -> None:
+        import httpx
+
+        self._urls = dict(urls)
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+
+    async def __call__(self, target: str, key: str) -> Response:
+        reply = await self._client.post(f"{self._urls[target]}/check", json={"key": key})
+        if reply.status_code != 200:
+            return Response(Outcome.ERROR, f"HTTP {reply.status_code}")
+        return Response(Outcome.OK if reply.json()["allowed"] else Outcome.REJECTED)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    offered: float
+    sent_rate: float
+    answered_rate: float
+    errors: int
+    dropped: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def one_run(urls: Mapping[str, str], rate: float, duration: float, client: str) -> RunResult:
+    requester = (
+        HttpxClient(urls, timeout=2.0)
+        if client == "httpx"
+        else RateLimiterClient(urls, timeout=2.0)
+    )
+    history = History()
+    workload = Workload(requester, list(urls), history, timeout=2.0)
+    async with workload:
+        await workload.run(steady(rate, duration), uniform(100))
+    ops = history.snapshot()
+    answered = [op for op in ops if op.outcome in (Outcome.OK, Outcome.REJECTED)]
+    first = min(op.send for op in ops)
+    last = max(op.send for op in ops)
+    stats = workload.lateness()
+    return RunResult(
+        offered=rate,
+        sent_rate=(len(ops) - 1) / (last - first),
+        answered_rate=len(answered) / duration,
+        errors=len(ops) - len(answered),
+        dropped=stats.dropped,
+        p50_ms=stats.p50 * 1000,
+        p99_ms=stats.p99 * 1000,
+        max_ms=stats.max * 1000,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=3000.0, help="requests/s offered")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=3, help="stand-in nodes to start")
+    parser.add_argument("--client", choices=("own", "httpx"), default="own")
+    parser.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop")
+    parser.add_argument(
+        "--url", action="append", default=[], help="NAME=URL of a real node (repeatable)"
+    )
+    args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
+    use_uvloop = not args.no_uvloop
+    if use_uvloop:
+        import uvloop
+
+        uvloop.install()
+    loop_name = "uvloop" if use_uvloop else "asyncio"
+    print(
+        f"workload benchmark: {args.rate:.0f} req/s offered, {args.duration} s x {args.runs} runs,"
+        f" client={args.client}, loop={loop_name}"
+    )
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            urls = dict(item.split("=", 1) for item in args.url)
+        else:
+            urls = stack.enter_context(stub_nodes(args.nodes))
+        print(f"targets: {', '.join(f'{k}={v}' for k, v in urls.items())}")
+        results: list[RunResult] = []
+        for run in range(args.runs):
+            result = asyncio.run(one_run(urls, args.rate, args.duration, args.client))
+            results.append(result)
+            print(
+                f"run {run + 1}: sent {result.sent_rate:7.0f}/s"
+                f"  answered {result.answered_rate:7.0f}/s"
+                f"  errors {result.errors}  dropped {result.dropped}"
+                f"  lateness p50 {result.p50_ms:5.2f} ms  p99 {result.p99_ms:5.2f} ms"
+                f"  max {result.max_ms:6.2f} ms"
+            )
+    med = statistics.median
+    sent = med(r.sent_rate for r in results)
+    p99 = med(r.p99_ms for r in results)
+    print(
+        f"median: sent {sent:.0f}/s  answered {med(r.answered_rate for r in results):.0f}/s"
+        f"  lateness p50 {med(r.p50_ms for r in results):.2f} ms  p99 {p99:.2f} ms"
+    )
+    verdict = "MET" if sent >= 3000 * 0.99 and p99 <= 5.0 and args.rate >= 3000 else "NOT MET"
+    print(f"target (>= 3,000/s sent, lateness p99 <= 5 ms): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
