@@ -1,0 +1,235 @@
+"""The plugin's fixtures: cluster (shared per session), subject, chaos, workload, operator.
+
+One cluster runs at a time and is shared by every scenario that wants the same
+subject configuration; between scenarios it is reset (toxics removed, processes
+resumed or restarted, clocks zeroed) and the subject's own state is reset, so every
+scenario starts healthy and the order does not matter. A scenario that wants
+another configuration (``@pytest.mark.subject(name, **options)``) gets a cluster
+started for it. Heavy modules load only when a fixture is first used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+
+from pytest_operator import _registry
+from pytest_operator._operator import InjectionLog, Operator
+from pytest_operator._options import Backend, OperatorOptions
+from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
+
+if TYPE_CHECKING:
+    from pytest_operator._chaos import Chaos, Fault, Injection
+    from pytest_operator._cluster import EmbeddedCluster
+    from pytest_operator._history import History
+    from pytest_operator._workload import Workload
+
+log = logging.getLogger(__name__)
+
+OPERATOR = pytest.StashKey[Operator]()
+
+
+def _options(config: pytest.Config) -> OperatorOptions:
+    from pytest_operator.plugin import OPTIONS
+
+    return config.stash[OPTIONS]
+
+
+class ClusterPool:
+    """Keeps at most one running cluster, started for one subject configuration."""
+
+    def __init__(self, subject: Subject, backend: Backend) -> None:
+        self.subject = subject
+        self.backend = backend
+        self.config: SubjectConfig | None = None
+        self.cluster: EmbeddedCluster | None = None
+        self.starts = 0
+
+    async def get(self, config: SubjectConfig) -> EmbeddedCluster:
+        if self.backend is not Backend.EMBEDDED:
+            raise pytest.UsageError(
+                f"--cluster={self.backend} is not implemented yet; use --cluster=embedded"
+            )
+        if self.cluster is not None and self.config == config:
+            try:
+                await self.cluster.reset()
+                return self.cluster
+            except Exception:
+                log.exception("cluster reset failed; starting a fresh cluster")
+        await self.close()
+        from pytest_operator._cluster import EmbeddedCluster
+
+        cluster = EmbeddedCluster(self.subject.embedded_spec(config))
+        await cluster.start()
+        self.cluster, self.config = cluster, config
+        self.starts += 1
+        return cluster
+
+    async def close(self) -> None:
+        cluster, self.cluster, self.config = self.cluster, None, None
+        if cluster is not None:
+            await cluster.stop()
+
+
+class RecordingChaos:
+    """The imperative chaos facade, recording every injection for the operator."""
+
+    def __init__(self, chaos: Chaos, log_: InjectionLog) -> None:
+        self._chaos = chaos
+        self.injections = log_
+
+    @contextlib.asynccontextmanager
+    async def inject(self, fault: Fault) -> AsyncIterator[Injection]:
+        async with self._chaos.inject(fault) as injection:
+            self.injections.add(injection)
+            yield injection
+
+    def __getattr__(self, verb: str) -> object:
+        from pytest_operator import _chaos
+
+        make = getattr(_chaos, verb, None)
+        if verb.startswith("_") or not callable(make) or not hasattr(self._chaos, verb):
+            raise AttributeError(verb)
+
+        def call(*args: object, **kwargs: object) -> contextlib.AbstractAsyncContextManager[
+            Injection
+        ]:
+            return self.inject(make(*args, **kwargs))
+
+        return call
+
+
+@pytest.fixture(scope="session")
+def operator_options(pytestconfig: pytest.Config) -> OperatorOptions:
+    return _options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def operator_subject(operator_options: OperatorOptions) -> Subject:
+    if operator_options.subject is None:
+        installed = ", ".join(sorted(_registry.installed())) or "none"
+        raise pytest.UsageError(
+            "no subject selected: pass --subject NAME or mark the scenario with"
+            f" @pytest.mark.subject(NAME) (installed subjects: {installed})"
+        )
+    return _registry.load(operator_options.subject)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def operator_clusters(
+    operator_subject: Subject, operator_options: OperatorOptions
+) -> AsyncIterator[ClusterPool]:
+    pool = ClusterPool(operator_subject, operator_options.backend)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def subject_config(
+    request: pytest.FixtureRequest, operator_subject: Subject, operator_options: OperatorOptions
+) -> SubjectConfig:
+    marker = request.node.get_closest_marker("subject")
+    options = dict(marker.kwargs) if marker is not None else {}
+    try:
+        return operator_subject.configure(operator_options.nodes, options)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{request.node.nodeid}: {exc}") from None
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def cluster(operator_clusters: ClusterPool, subject_config: SubjectConfig) -> EmbeddedCluster:
+    return await operator_clusters.get(subject_config)
+
+
+@pytest.fixture
+def history() -> History:
+    from pytest_operator._history import History
+
+    return History()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def subject(
+    operator_subject: Subject,
+    cluster: EmbeddedCluster,
+    subject_config: SubjectConfig,
+    history: History,
+) -> AsyncIterator[SubjectSession]:
+    session = operator_subject.open(cluster, subject_config, history)
+    try:
+        await session.reset()
+        yield session
+    finally:
+        await session.aclose()
+
+
+@pytest.fixture
+def injections() -> InjectionLog:
+    return InjectionLog()
+
+
+@pytest.fixture
+def chaos(cluster: EmbeddedCluster, injections: InjectionLog) -> RecordingChaos:
+    from pytest_operator._chaos import Chaos
+
+    return RecordingChaos(Chaos(cluster), injections)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def workload(subject: SubjectSession, history: History) -> AsyncIterator[Workload]:
+    from pytest_operator._workload import Workload
+
+    wl = Workload(subject.requester(), subject.targets, history)
+    try:
+        yield wl
+    finally:
+        await wl.aclose()
+
+
+@pytest.fixture
+def operator(
+    request: pytest.FixtureRequest,
+    subject: SubjectSession,
+    injections: InjectionLog,
+    operator_options: OperatorOptions,
+) -> Operator:
+    op = Operator(subject, injections, interval=operator_options.observe_interval)
+    request.node.stash[OPERATOR] = op
+    return op
+
+
+def _marked_faults(item: pytest.Item) -> list[Fault]:
+    from pytest_operator._chaos import Fault
+
+    faults: list[Fault] = []
+    for marker in item.iter_markers("chaos"):
+        for f in marker.args:
+            if not isinstance(f, Fault):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.chaos takes faults such as"
+                    f" partition('node-2', 'redis'); got {f!r}"
+                )
+            faults.append(f)
+    return faults
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _operator_chaos_marker(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Inject the faults of ``@pytest.mark.chaos(...)`` for the test's duration."""
+    faults = _marked_faults(request.node)
+    if not faults:
+        yield
+        return
+    request.getfixturevalue("subject")  # reset everything before the fault goes in
+    chaos: RecordingChaos = request.getfixturevalue("chaos")
+    async with contextlib.AsyncExitStack() as stack:
+        for fault in faults:
+            await stack.enter_async_context(chaos.inject(fault))
+        yield

@@ -1,0 +1,301 @@
+"""Observing the rate limiter cluster in the engine's generic vocabulary.
+
+Per node, each tick: ``/healthz`` (reachable, start time, wall clock), ``/readyz``
+(Redis reachable from the node, mode), ``/metrics`` (request and error rates, check
+latency, the node's calls to Redis) and ``/api/counters`` (the node's view of each
+key's count). Redis itself is probed read-only (PING, INFO, DBSIZE). The client
+history is judged for the rate-limit promise. Every call has a short timeout, so a
+frozen node costs one timeout, never a stalled monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from pytest_operator._history import History, Outcome
+from pytest_operator._prom import Scrape, delta, histogram_quantile
+from pytest_operator._signals import (
+    ComponentSignals,
+    Divergence,
+    Fact,
+    LinkSignals,
+    Observation,
+    ProbeFailure,
+    SafetyViolation,
+)
+from subjects.ratelimiter.checkers import max_admitted_in_window
+
+REDIS = "redis"
+PROBE_TIMEOUT = 0.8
+HISTORY_HORIZON = 15.0
+"""Seconds of client history each tick judges for the rate-limit promise."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterView:
+    key: str
+    count: float
+    limit: int
+    window_ms: int
+    algorithm: str
+    source: str
+
+
+@dataclass(slots=True)
+class _NodeProbe:
+    name: str
+    reachable: bool = False
+    failure: ProbeFailure | None = None
+    probe_ms: float | None = None
+    ready: bool | None = None
+    mode: str | None = None
+    started_at: float | None = None
+    clock_offset_ms: float | None = None
+    scrape: Scrape | None = None
+    counters: list[CounterView] = field(default_factory=list)
+    detail: str | None = None
+
+
+def _failure_of(exc: BaseException) -> ProbeFailure:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProbeFailure.TIMEOUT
+    return ProbeFailure.REFUSED
+
+
+class RateLimiterObserver:
+    def __init__(
+        self,
+        nodes: dict[str, str],
+        redis_address: str,
+        history: History,
+        *,
+        probe_timeout: float = PROBE_TIMEOUT,
+    ) -> None:
+        self.nodes = nodes  # name -> direct base URL
+        self.history = history
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(probe_timeout), limits=httpx.Limits(max_keepalive_connections=0)
+        )
+        host, _, port = redis_address.rpartition(":")
+        self._redis = aioredis.Redis(
+            host=host,
+            port=int(port),
+            socket_timeout=probe_timeout,
+            socket_connect_timeout=probe_timeout,
+            retry_on_timeout=False,
+        )
+        self._prev_scrape: dict[str, Scrape] = {}
+        self._started: dict[str, float] = {}
+        self._redis_run_id: str | None = None
+        self._redis_started: float | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._redis.aclose()
+
+    async def _probe_node(self, name: str, base: str) -> _NodeProbe:
+        probe = _NodeProbe(name)
+        t0 = time.time()
+        try:
+            r = await self._http.get(f"{base}/healthz")
+            t1 = time.time()
+            body = r.json()
+            probe.reachable = r.status_code == 200
+            probe.probe_ms = (t1 - t0) * 1000
+            if not probe.reachable:
+                probe.failure = ProbeFailure.ERROR
+                probe.detail = f"/healthz answered {r.status_code}"
+                return probe
+            probe.started_at = float(body["started_at"])
+            probe.clock_offset_ms = float(body["now_ms"]) - (t0 + t1) / 2 * 1000
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            probe.failure = _failure_of(exc)
+            probe.detail = f"/healthz: {type(exc).__name__}: {exc}"
+            return probe
+        ready, metrics, counters = await asyncio.gather(
+            self._http.get(f"{base}/readyz"),
+            self._http.get(f"{base}/metrics"),
+            self._http.get(f"{base}/api/counters"),
+            return_exceptions=True,
+        )
+        if isinstance(ready, httpx.Response):
+            probe.ready = ready.status_code == 200
+            try:
+                probe.mode = str(ready.json().get("mode"))
+            except ValueError:
+                probe.mode = None
+        if isinstance(metrics, httpx.Response) and metrics.status_code == 200:
+            probe.scrape = Scrape.parse(metrics.text, time.time())
+        if isinstance(counters, httpx.Response) and counters.status_code == 200:
+            try:
+                probe.counters = [
+                    CounterView(
+                        key=str(c["key"]),
+                        count=float(c["count"]),
+                        limit=int(c["limit"]),
+                        window_ms=int(c["window_ms"]),
+                        algorithm=str(c["algorithm"]),
+                        source=str(c.get("source", "redis")),
+                    )
+                    for c in counters.json()["counters"]
+                ]
+            except (ValueError, KeyError, TypeError):
+                probe.counters = []
+        return probe
+
+    async def _probe_redis(self) -> tuple[ComponentSignals, list[Fact]]:
+        t0 = time.time()
+        try:
+            info = await self._redis.info("server")
+            size = await self._redis.dbsize()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            timeout = isinstance(exc, redis.exceptions.TimeoutError)
+            return (
+                ComponentSignals(
+                    REDIS,
+                    reachable=False,
+                    probe_failure=ProbeFailure.TIMEOUT if timeout else ProbeFailure.REFUSED,
+                    started_at=self._redis_started,
+                    detail=f"{type(exc).__name__}: {exc}",
+                ),
+                [],
+            )
+        t1 = time.time()
+        run_id = str(info.get("run_id"))
+        if run_id != self._redis_run_id:
+            self._redis_run_id = run_id
+            self._redis_started = t1 - float(info.get("uptime_in_seconds", 0))
+        signals = ComponentSignals(
+            REDIS,
+            reachable=True,
+            ready=True,
+            started_at=self._redis_started,
+            probe_ms=(t1 - t0) * 1000,
+        )
+        return signals, [Fact("stored_items", float(size), REDIS)]
+
+    def _node_signals(self, p: _NodeProbe) -> tuple[ComponentSignals, LinkSignals]:
+        prev = self._prev_scrape.get(p.name)
+        cur = p.scrape
+        latency = error_rate = rate = None
+        link_up: bool | None = None
+        link_error_rate = link_latency = None
+        if cur is not None:
+            self._prev_scrape[p.name] = cur
+            dt = max(1e-3, cur.at - prev.at) if prev is not None else None
+            total = delta(prev, cur, "ratelimiter_requests_total")
+            if total is not None and dt is not None:
+                rate = total / dt
+                errors = sum(
+                    delta(prev, cur, "ratelimiter_requests_total", decision=d) or 0.0
+                    for d in cur.label_values("ratelimiter_requests_total", "decision")
+                    if d not in ("allowed", "blocked")
+                )
+                error_rate = errors / total if total > 0 else 0.0
+            p99 = histogram_quantile(prev, cur, "ratelimiter_check_latency_seconds", 0.99)
+            latency = None if p99 is None else p99 * 1000
+            up = cur.value("ratelimiter_redis_up")
+            link_up = None if up is None else up >= 1
+            redis_errors = delta(prev, cur, "ratelimiter_redis_errors_total")
+            calls = delta(prev, cur, "ratelimiter_redis_latency_seconds_count")
+            if redis_errors is not None and calls is not None and redis_errors + calls > 0:
+                link_error_rate = redis_errors / (redis_errors + calls)
+            lp99 = histogram_quantile(prev, cur, "ratelimiter_redis_latency_seconds", 0.99)
+            link_latency = None if lp99 is None else lp99 * 1000
+        if p.ready is False:
+            link_up = False
+        component = ComponentSignals(
+            p.name,
+            reachable=p.reachable,
+            ready=p.ready,
+            degraded=None if p.mode is None else p.mode != "normal",
+            latency_p99_ms=latency,
+            error_rate=error_rate,
+            request_rate=rate,
+            started_at=p.started_at,
+            clock_offset_ms=p.clock_offset_ms,
+            probe_ms=p.probe_ms,
+            probe_failure=p.failure,
+            detail=p.detail,
+        )
+        link = LinkSignals(
+            p.name,
+            REDIS,
+            up=link_up if p.reachable else None,
+            error_rate=link_error_rate,
+            latency_p99_ms=link_latency,
+        )
+        return component, link
+
+    def _divergences(self, probes: Sequence[_NodeProbe]) -> list[Divergence]:
+        views: dict[str, list[tuple[str, CounterView]]] = {}
+        for p in probes:
+            for c in p.counters:
+                views.setdefault(c.key, []).append((p.name, c))
+        out: list[Divergence] = []
+        for key, seen in sorted(views.items()):
+            store_views = [c.count for _, c in seen if c.source == "redis"]
+            if not store_views:
+                continue
+            truth = statistics.median(store_views)
+            for name, c in seen:
+                if c.source != "redis":
+                    out.append(Divergence(name, REDIS, key, c.count, truth))
+        return out
+
+    def _safety(self, probes: Sequence[_NodeProbe], now: float) -> list[SafetyViolation]:
+        limits: dict[str, CounterView] = {}
+        for p in probes:
+            for c in p.counters:
+                limits.setdefault(c.key, c)
+        if not limits:
+            return []
+        since = now - HISTORY_HORIZON
+        ops = [op for op in self.history.snapshot() if op.send >= since]
+        out: list[SafetyViolation] = []
+        for key, view in sorted(limits.items()):
+            admitted = [op for op in ops if op.key == key and op.outcome is Outcome.OK]
+            worst = max_admitted_in_window(admitted, view.window_ms / 1000)
+            if worst is not None and worst.count > view.limit:
+                out.append(
+                    SafetyViolation(
+                        property="admitted_within_limit",
+                        components=tuple(sorted(worst.by_target)),
+                        observed=float(worst.count),
+                        bound=float(view.limit),
+                        at=worst.end,
+                        detail=f"{worst.count} admitted in {view.window_ms} ms for key"
+                        f" {key!r} (limit {view.limit})",
+                    )
+                )
+        return out
+
+    async def observe(self) -> Observation:
+        probes_and_redis = await asyncio.gather(
+            self._probe_redis(), *(self._probe_node(n, u) for n, u in self.nodes.items())
+        )
+        redis_signals, facts = probes_and_redis[0]
+        probes: list[_NodeProbe] = list(probes_and_redis[1:])  # type: ignore[arg-type]
+        now = time.time()
+        components = [redis_signals]
+        links = []
+        for p in probes:
+            c, link = self._node_signals(p)
+            components.append(c)
+            links.append(link)
+        return Observation(
+            at=now,
+            components=tuple(components),
+            links=tuple(links),
+            divergences=tuple(self._divergences(probes)),
+            safety=tuple(self._safety(probes, now)),
+            facts=tuple(facts),
+        )

@@ -1,0 +1,123 @@
+"""The ratelimiter subject adapter: how the engine starts, observes and drives it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pytest_operator._subject import ClusterView, SubjectConfig
+from pytest_operator._topology import Topology
+from subjects.ratelimiter.actions import ManagementApi, catalogue
+from subjects.ratelimiter.invariants import invariants
+from subjects.ratelimiter.observe import REDIS, RateLimiterObserver
+
+if TYPE_CHECKING:
+    from pytest_operator._actions import Action
+    from pytest_operator._cluster import ClusterSpec
+    from pytest_operator._history import History
+    from pytest_operator._invariants import Invariant
+    from pytest_operator._signals import Observation
+    from pytest_operator._workload import Requester
+
+POLICIES = ("fail_open", "fail_closed", "local")
+CLOCKS = ("redis", "node")
+ALGORITHMS = ("sliding_log", "sliding_window", "fixed_window", "gcra")
+
+# option -> (valid values or None for a positive integer, default)
+OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
+    "policy": (POLICIES, "fail_open"),
+    "clock": (CLOCKS, "redis"),
+    "algorithm": (ALGORITHMS, "sliding_log"),
+    "limit": (None, "100"),
+    "window_ms": (None, "1000"),
+    "redis_timeout_ms": (None, "100"),
+    "latency_threshold_ms": (None, "100"),
+}
+
+
+def node_names(nodes: int) -> tuple[str, ...]:
+    return tuple(f"node-{i}" for i in range(1, nodes + 1))
+
+
+class RateLimiterSession:
+    def __init__(self, cluster: ClusterView, config: SubjectConfig, history: History) -> None:
+        self.config = config
+        self.targets: Sequence[str] = node_names(config.nodes)
+        self.topology: Topology = cluster.topology()
+        direct = {n: cluster.address(n).url() for n in self.targets}
+        self._client_urls = {n: cluster.client_url(n) for n in self.targets}
+        self._observer = RateLimiterObserver(direct, str(cluster.address(REDIS)), history)
+        self._api = ManagementApi(direct)
+        self.invariants: Sequence[Invariant] = invariants(
+            latency_ms=float(config.get("latency_threshold_ms", "100"))
+        )
+        self.actions: Sequence[Action] = catalogue(self._api, cluster.restart)
+        self._requesters: list[Requester] = []
+
+    async def observe(self) -> Observation:
+        return await self._observer.observe()
+
+    def requester(self) -> Requester:
+        from subjects.ratelimiter.client import RateLimiterClient
+
+        client = RateLimiterClient(self._client_urls)
+        self._requesters.append(client)
+        return client
+
+    async def reset(self) -> None:
+        """Forget every limit and counter, so the scenario starts from the defaults."""
+        r = await self._api.request("GET", "/api/limits")
+        for item in r.json().get("limits", []):
+            await self._api.request("DELETE", f"/api/limits/{item['key']}")
+        r = await self._api.request("GET", "/api/counters")
+        for item in r.json().get("counters", []):
+            await self._api.request("POST", f"/api/counters/{item['key']}/reset")
+
+    async def aclose(self) -> None:
+        for requester in self._requesters:
+            await requester.aclose()
+        await self._observer.aclose()
+        await self._api.aclose()
+
+
+class RateLimiterSubject:
+    name = "ratelimiter"
+
+    def configure(self, nodes: int, options: Mapping[str, object]) -> SubjectConfig:
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"ratelimiter: unknown option(s) {', '.join(unknown)};"
+                f" options: {', '.join(OPTIONS)}"
+            )
+        clean: dict[str, object] = {}
+        for name, (choices, default) in OPTIONS.items():
+            value = str(options.get(name, default))
+            if choices is not None and value not in choices:
+                raise ValueError(
+                    f"ratelimiter: {name}={value}: invalid value; valid values: {', '.join(choices)}"
+                )
+            if choices is None and not (value.isdigit() and int(value) > 0):
+                raise ValueError(f"ratelimiter: {name}={value}: must be a positive integer")
+            clean[name] = value
+        return SubjectConfig.of(nodes, clean)
+
+    def embedded_spec(self, config: SubjectConfig) -> ClusterSpec:
+        from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
+
+        return ratelimiter_cluster_spec(
+            nodes=config.nodes,
+            policy=config.get("policy", "fail_open"),
+            clock=config.get("clock", "redis"),
+            node_options=(
+                "--default-algorithm", config.get("algorithm", "sliding_log"),
+                "--default-limit", config.get("limit", "100"),
+                "--default-window-ms", config.get("window_ms", "1000"),
+                "--redis-timeout-ms", config.get("redis_timeout_ms", "100"),
+            ),
+        )
+
+    def open(
+        self, cluster: ClusterView, config: SubjectConfig, history: History
+    ) -> RateLimiterSession:
+        return RateLimiterSession(cluster, config, history)
