@@ -33,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if opts.subject is not None:
         _registry.load(opts.subject)  # fail fast on an unknown subject
     config.stash[OPTIONS] = opts
+    from pytest_operator import _fixtures
+
+    config.pluginmanager.register(_fixtures, "operator-fixtures")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -70,3 +73,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.skip(reason=f"scenario for subject {name}; this run's is {selected}")
             )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``--trials N`` runs every scenario that uses the operator N times."""
+    trials = metafunc.config.stash[OPTIONS].trials
+    if trials > 1 and "operator" in metafunc.fixturenames:
+        metafunc.fixturenames.append("operator_trial")
+        metafunc.parametrize(
+            "operator_trial", range(1, trials + 1), ids=[f"trial{i}" for i in range(1, trials + 1)]
+        )
