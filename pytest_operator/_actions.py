@@ -46,7 +46,8 @@ class Param:
         try:
             cast = self.type(value)
         except (TypeError, ValueError):
-            raise ActionError(f"{self.name}: expected {self.type.__name__}, got {value!r}") from None
+            want = self.type.__name__
+            raise ActionError(f"{self.name}: expected {want}, got {value!r}") from None
         if isinstance(cast, int | float) and not isinstance(cast, bool):
             if self.minimum is not None and cast < self.minimum:
                 raise ActionError(f"{self.name}={cast}: must be >= {self.minimum:g}")

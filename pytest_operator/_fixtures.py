@@ -96,9 +96,9 @@ class RecordingChaos:
         if verb.startswith("_") or not callable(make) or not hasattr(self._chaos, verb):
             raise AttributeError(verb)
 
-        def call(*args: object, **kwargs: object) -> contextlib.AbstractAsyncContextManager[
-            Injection
-        ]:
+        def call(
+            *args: object, **kwargs: object
+        ) -> contextlib.AbstractAsyncContextManager[Injection]:
             return self.inject(make(*args, **kwargs))
 
         return call

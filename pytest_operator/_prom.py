@@ -37,7 +37,8 @@ class Scrape:
         return sum(found) if found else None
 
     def label_values(self, name: str, label: str) -> set[str]:
-        return {dict(labels)[label] for (n, labels) in self.samples if n == name and label in dict(labels)}
+        found = (dict(labels) for (n, labels) in self.samples if n == name)
+        return {labels[label] for labels in found if label in labels}
 
 
 def delta(prev: Scrape | None, cur: Scrape, name: str, **match: str) -> float | None:
@@ -83,6 +84,7 @@ def histogram_quantile(prev: Scrape | None, cur: Scrape, name: str, q: float) ->
                 return lower_bound
             if count == lower_count:
                 return upper
-            return lower_bound + (upper - lower_bound) * (rank - lower_count) / (count - lower_count)
+            share = (rank - lower_count) / (count - lower_count)
+            return lower_bound + (upper - lower_bound) * share
         lower_bound, lower_count = upper, count
     return bounds[-1][0]

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pytest_operator._actions import Action
-    from pytest_operator._cluster import Address
-    from pytest_operator._cluster import ClusterSpec
+    from pytest_operator._cluster import Address, ClusterSpec
     from pytest_operator._history import History
     from pytest_operator._invariants import Invariant
     from pytest_operator._signals import Observation

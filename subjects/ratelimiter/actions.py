@@ -60,8 +60,9 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
 
     key = Param("key", str, "the rate-limited key")
     return (
-        Action("reset_counter", "forget a key's admitted requests", Risk.LOW, (key,),
-               reset_counter),
+        Action(
+            "reset_counter", "forget a key's admitted requests", Risk.LOW, (key,), reset_counter
+        ),
         Action(
             "update_limit",
             "change a key's limit, window or algorithm on every node",

@@ -35,8 +35,11 @@ def redis_disconnected(obs: Observation) -> list[Finding]:
 def _high_latency(threshold_ms: float) -> Invariant:
     def check(obs: Observation) -> list[Finding]:
         return [
-            Finding(c.component, f"check p99 {c.latency_p99_ms:.0f} ms > {threshold_ms:.0f} ms",
-                    c.latency_p99_ms)
+            Finding(
+                c.component,
+                f"check p99 {c.latency_p99_ms:.0f} ms > {threshold_ms:.0f} ms",
+                c.latency_p99_ms,
+            )
             for c in obs.components
             if c.component != REDIS
             and c.latency_p99_ms is not None
@@ -106,8 +109,9 @@ def _request_errors(threshold: float) -> Invariant:
 def _clock_skew(threshold_ms: float) -> Invariant:
     def check(obs: Observation) -> list[Finding]:
         return [
-            Finding(c.component, f"clock off by {c.clock_offset_ms / 1000:+.1f} s",
-                    c.clock_offset_ms)
+            Finding(
+                c.component, f"clock off by {c.clock_offset_ms / 1000:+.1f} s", c.clock_offset_ms
+            )
             for c in obs.components
             if c.clock_offset_ms is not None and abs(c.clock_offset_ms) > threshold_ms
         ]

@@ -94,8 +94,9 @@ class RateLimiterSubject:
         for name, (choices, default) in OPTIONS.items():
             value = str(options.get(name, default))
             if choices is not None and value not in choices:
+                valid = ", ".join(choices)
                 raise ValueError(
-                    f"ratelimiter: {name}={value}: invalid value; valid values: {', '.join(choices)}"
+                    f"ratelimiter: {name}={value}: invalid value; valid values: {valid}"
                 )
             if choices is None and not (value.isdigit() and int(value) > 0):
                 raise ValueError(f"ratelimiter: {name}={value}: must be a positive integer")
@@ -110,10 +111,14 @@ class RateLimiterSubject:
             policy=config.get("policy", "fail_open"),
             clock=config.get("clock", "redis"),
             node_options=(
-                "--default-algorithm", config.get("algorithm", "sliding_log"),
-                "--default-limit", config.get("limit", "100"),
-                "--default-window-ms", config.get("window_ms", "1000"),
-                "--redis-timeout-ms", config.get("redis_timeout_ms", "100"),
+                "--default-algorithm",
+                config.get("algorithm", "sliding_log"),
+                "--default-limit",
+                config.get("limit", "100"),
+                "--default-window-ms",
+                config.get("window_ms", "1000"),
+                "--redis-timeout-ms",
+                config.get("redis_timeout_ms", "100"),
             ),
         )
 
