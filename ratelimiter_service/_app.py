@@ -1,0 +1,343 @@
+"""The HTTP API of one node.
+
+``POST /check`` is the hot path: it is served by a small ASGI handler of its own (no
+routing, no model validation layers). Everything else is a FastAPI app.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ._config import MAX_LIMIT, MAX_WINDOW_MS, Algorithm, LimitSpec, Mode, validate_key
+from ._limiter import CounterView, Limiter, uptime_s
+from ._store import RedisUnavailable
+
+MAX_BODY_BYTES = 4096
+
+# ASGI's own types are dicts by definition
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BadInput(Exception):
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadInput("client disconnected", 400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput("body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise BadInput("body must be a JSON object")
+    return data
+
+
+def _int_field(data: dict[str, object], name: str, low: int, high: int) -> int:
+    value = data.get(name)
+    if value is None:
+        raise BadInput(f"{name} is required")
+    if type(value) is not int:
+        raise BadInput(f"{name} must be an integer, got {json.dumps(value)}")
+    if not low <= value <= high:
+        raise BadInput(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _key(key: object) -> str:
+    if not isinstance(key, str):
+        raise BadInput("key must be a string")
+    reason = validate_key(key)
+    if reason is not None:
+        raise BadInput(reason)
+    return key
+
+
+def _headers(status_body: bytes, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(status_body)).encode()),
+        *extra,
+    ]
+
+
+class CheckHandler:
+    """POST /check, straight on ASGI."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.node = limiter.config.node_id
+
+    async def __call__(self, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            data = _json_object(await _read_body(receive))
+            key = _key(data.get("key"))
+            spec = self.limiter.spec_for(key)
+            cost = _int_field(data, "cost", 1, spec.limit) if "cost" in data else 1
+        except BadInput as error:
+            await _send(send, error.status, {"error": str(error)}, [])
+            return
+        result = await self.limiter.check(key, cost, spec)
+        payload = {
+            "allowed": result.allowed,
+            "limit": spec.limit,
+            "remaining": result.remaining,
+            "retry_after_ms": result.retry_after_ms,
+            "reset_ms": result.reset_ms,
+            "node": self.node,
+            "mode": result.mode.value,
+            "algorithm": spec.algorithm.value,
+        }
+        reset_s = math.ceil((result.retry_after_ms or result.reset_ms) / 1000)
+        headers = [
+            (b"ratelimit-limit", str(spec.limit).encode()),
+            (b"ratelimit-remaining", str(result.remaining).encode()),
+            (b"ratelimit-reset", str(reset_s).encode()),
+        ]
+        if not result.allowed:
+            headers.append((b"retry-after", str(max(reset_s, 1)).encode()))
+        await _send(send, 200, payload, headers)
+        self.limiter.metrics.check_latency.observe(time.perf_counter() - started)
+
+
+async def _send(
+    send: Send, status: int, payload: dict[str, object], extra: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status, "headers": _headers(body, extra)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _counter_json(view: CounterView) -> dict[str, object]:
+    return {
+        "key": view.key,
+        "count": view.count,
+        "limit": view.spec.limit,
+        "remaining": view.remaining,
+        "window_ms": view.spec.window_ms,
+        "algorithm": view.spec.algorithm.value,
+        "source": view.source,
+        "configured": view.configured,
+    }
+
+
+def _limit_json(key: str, spec: LimitSpec, configured: bool) -> dict[str, object]:
+    return {
+        "key": key,
+        "limit": spec.limit,
+        "window_ms": spec.window_ms,
+        "algorithm": spec.algorithm.value,
+        "configured": configured,
+    }
+
+
+def build_api(limiter: Limiter) -> FastAPI:
+    config = limiter.config
+    node = config.node_id
+    api = FastAPI(title="ratelimiter", docs_url="/docs", redoc_url=None)
+
+    @api.exception_handler(BadInput)
+    async def bad_input(request: Request, error: BadInput) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @api.exception_handler(RedisUnavailable)
+    async def unavailable(request: Request, error: RedisUnavailable) -> JSONResponse:
+        return JSONResponse({"error": f"redis unavailable: {error}"}, status_code=503)
+
+    def authorize(request: Request) -> None:
+        if config.token is None:
+            return
+        header = request.headers.get("authorization")
+        if header is None or not header.startswith("Bearer "):
+            raise BadInput("missing bearer token (Authorization: Bearer <token>)", 401)
+        given = header.removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, config.token.encode()):
+            raise BadInput("wrong bearer token", 403)
+
+    async def body(request: Request) -> dict[str, object]:
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > MAX_BODY_BYTES:
+                raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes", 413)
+        return _json_object(bytes(chunks))
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        now = time.time()
+        return {
+            "status": "ok",
+            "node": node,
+            "started_at": limiter.started_at,
+            "uptime_s": uptime_s(limiter),
+            "now_ms": int(now * 1000),
+            "mode": limiter.mode.value,
+        }
+
+    @api.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if limiter.mode is Mode.NORMAL:
+            return JSONResponse({"ready": True, "redis": "up", "mode": "normal", "node": node})
+        return JSONResponse(
+            {
+                "ready": False,
+                "redis": "down",
+                "mode": limiter.mode.value,
+                "policy": config.policy.value,
+                "error": limiter.last_error or "redis unreachable",
+                "node": node,
+            },
+            status_code=503,
+        )
+
+    @api.get("/api/nodes")
+    async def nodes() -> dict[str, object]:
+        views = await limiter.nodes()
+        return {"node": node, "nodes": [view.to_json() for view in views]}
+
+    @api.get("/api/counters")
+    async def counters() -> dict[str, object]:
+        views = await limiter.counters()
+        return {
+            "node": node,
+            "mode": limiter.mode.value,
+            "counters": [_counter_json(view) for view in views],
+        }
+
+    @api.post("/api/counters/{key:path}/reset")
+    async def reset(key: str, request: Request) -> dict[str, object]:
+        authorize(request)
+        await limiter.reset(_key(key))
+        return {"key": key, "reset": True, "node": node}
+
+    @api.get("/api/limits/{key:path}")
+    async def get_limit(key: str) -> dict[str, object]:
+        configured = limiter.configured_limit(_key(key))
+        return _limit_json(key, configured or config.default_limit, configured is not None)
+
+    @api.put("/api/limits/{key:path}")
+    async def put_limit(key: str, request: Request) -> dict[str, object]:
+        authorize(request)
+        _key(key)
+        data = await body(request)
+        algorithm_name = data.get("algorithm", config.default_limit.algorithm.value)
+        try:
+            algorithm = Algorithm(algorithm_name)
+        except ValueError:
+            valid = ", ".join(a.value for a in Algorithm)
+            raise BadInput(
+                f"algorithm must be one of {valid}, got {json.dumps(algorithm_name)}"
+            ) from None
+        spec = LimitSpec(
+            limit=_int_field(data, "limit", 1, MAX_LIMIT),
+            window_ms=_int_field(data, "window_ms", 1, MAX_WINDOW_MS),
+            algorithm=algorithm,
+        )
+        await limiter.set_limit(key, spec)
+        return _limit_json(key, spec, True)
+
+    @api.delete("/api/limits/{key:path}")
+    async def delete_limit(key: str, request: Request) -> JSONResponse:
+        authorize(request)
+        removed = await limiter.delete_limit(_key(key))
+        if not removed:
+            return JSONResponse({"error": f"no limit configured for key {key!r}"}, 404)
+        return JSONResponse({"key": key, "deleted": True, **_limit_json(key, config.default_limit,
+                                                                          False)})  # fmt: skip
+
+    @api.get("/api/blocks")
+    async def blocks(limit: int = 100) -> dict[str, object]:
+        if not 1 <= limit <= 1000:
+            raise BadInput(f"limit must be between 1 and 1000, got {limit}")
+        return {
+            "node": node,
+            "blocks": [
+                {
+                    "key": b.key,
+                    "at_ms": b.at_ms,
+                    "cost": b.cost,
+                    "limit": b.limit,
+                    "window_ms": b.window_ms,
+                    "algorithm": b.algorithm.value,
+                    "retry_after_ms": b.retry_after_ms,
+                    "mode": b.mode.value,
+                }
+                for b in limiter.blocks(limit)
+            ],
+        }
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(limiter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+class App:
+    """The node's ASGI app: /check fast path, the API, and the lifespan of the limiter."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.check = CheckHandler(limiter)
+        self.api = build_api(limiter)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"] == "/check" and scope["method"] == "POST":
+            await self.check(receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.limiter.start()
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.limiter.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

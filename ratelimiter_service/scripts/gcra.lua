@@ -1,0 +1,37 @@
+-- gcra: the generic cell rate algorithm (a token bucket of `limit` tokens refilled at
+-- limit / window). State: the theoretical arrival time (TAT) in microseconds.
+-- A request of cost n conforms when TAT + n * interval - window <= now (+1 us for rounding).
+-- KEYS[1] tat
+-- ARGV[1] limit, ARGV[2] window_ms, ARGV[3] cost (0: only look), ARGV[4] now_us ("" = Redis TIME)
+-- returns {allowed, count, remaining, retry_after_us, reset_us}
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2]) * 1000
+local cost = tonumber(ARGV[3])
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[4])
+end
+local interval = window / limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allowed = 0
+local retry = 0
+if cost > 0 then
+  local new_tat = tat + cost * interval
+  local wait = new_tat - window - now
+  if wait <= 1 then
+    allowed = 1
+    tat = new_tat
+    redis.call('SET', KEYS[1], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+  else
+    retry = math.ceil(wait)
+  end
+end
+local used = tat - now
+local remaining = math.floor((window - used + 1) / interval)
+if remaining < 0 then remaining = 0 end
+if remaining > limit then remaining = limit end
+return {allowed, limit - remaining, remaining, retry, math.ceil(used)}
