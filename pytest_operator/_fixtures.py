@@ -19,8 +19,9 @@ import pytest
 import pytest_asyncio
 
 from pytest_operator import _registry
+from pytest_operator._diagnosis import DiagnosisEngine
 from pytest_operator._operator import InjectionLog, Operator
-from pytest_operator._options import Backend, OperatorOptions
+from pytest_operator._options import Backend, DiagnoserChoice, OperatorOptions
 from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
 
 if TYPE_CHECKING:
@@ -200,9 +201,22 @@ def operator(
     injections: InjectionLog,
     operator_options: OperatorOptions,
 ) -> Operator:
-    op = Operator(subject, injections, interval=operator_options.observe_interval)
+    op = Operator(
+        subject,
+        injections,
+        interval=operator_options.observe_interval,
+        engines=_engines(operator_options),
+    )
     request.node.stash[OPERATOR] = op
     return op
+
+
+def _engines(options: OperatorOptions) -> list[DiagnosisEngine]:
+    from pytest_operator._causal import CausalEngine
+
+    if options.diagnoser is DiagnoserChoice.CAUSAL:
+        return [CausalEngine()]
+    raise pytest.UsageError(f"--diagnoser={options.diagnoser} is not available yet; use causal")
 
 
 def _marked_faults(item: pytest.Item) -> list[Fault]:

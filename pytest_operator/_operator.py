@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_operator._actions import ActionRunner
+from pytest_operator._actions import Action, ActionRunner
 from pytest_operator._causes import RootCause
+from pytest_operator._diagnosis import ActionInfo, Case, Diagnosis, DiagnosisEngine
 from pytest_operator._monitor import Monitor, MonitorRun
 
 if TYPE_CHECKING:
@@ -46,6 +47,29 @@ class InjectionLog:
         return min(times) if times else None
 
 
+class Misdiagnosed(AssertionError):
+    pass
+
+
+def action_info(action: Action) -> ActionInfo:
+    return ActionInfo(
+        action.name,
+        action.description,
+        str(action.risk),
+        tuple((p.name, p.choices) for p in action.params),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisRecord:
+    """One engine's answer for one monitor run, against the cause actually injected."""
+
+    expected: RootCause | None
+    diagnosis: Diagnosis
+    rank: int | None
+    time_to_detect: float | None
+
+
 class Operator:
     def __init__(
         self,
@@ -53,11 +77,14 @@ class Operator:
         injections: InjectionLog,
         *,
         interval: float,
+        engines: Sequence[DiagnosisEngine] = (),
     ) -> None:
         self.session = session
         self.injections = injections
         self.interval = interval
+        self.engines = tuple(engines)
         self.runs: list[MonitorRun] = []
+        self.diagnoses: list[DiagnosisRecord] = []
         self.actions = ActionRunner({a.name: a for a in session.actions})
         self._monitor = Monitor(session.observe, session.invariants, interval=interval)
 
@@ -87,3 +114,62 @@ class Operator:
                 " pass expected=RootCause(...) explicitly"
             )
         return causes[0]
+
+    def case(self, run: MonitorRun) -> Case:
+        """The evidence an engine gets: topology, timeline, violations, action catalogue."""
+        return Case(
+            topology=self.session.topology,
+            observations=tuple(run.timeline.observations),
+            violations=tuple(run.violations),
+            actions=tuple(action_info(a) for a in self.session.actions),
+        )
+
+    async def diagnose(self, run: MonitorRun) -> list[Diagnosis]:
+        """Every configured engine's diagnosis of the same evidence."""
+        if not self.engines:
+            raise AssertionError("no diagnosis engine is configured for this run")
+        case = self.case(run)
+        return [await engine.diagnose(case) for engine in self.engines]
+
+    async def assert_diagnosis(
+        self, run: MonitorRun, expected: RootCause | None = None, *, top_k: int = 1
+    ) -> list[Diagnosis]:
+        """Every engine must rank the injected root cause within its first ``top_k``."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        cause = expected if expected is not None else self.expected_cause()
+        ttd = None
+        if run.violations and run.fault_at is not None:
+            ttd = max(0.0, min(v.confirmed_at for v in run.violations) - run.fault_at)
+        diagnoses = await self.diagnose(run)
+        failures = []
+        for d in diagnoses:
+            rank = d.rank_of(cause)
+            self.diagnoses.append(DiagnosisRecord(cause, d, rank, ttd))
+            if rank is None or rank > top_k:
+                where = "not ranked" if rank is None else f"ranked {_ordinal(rank)}"
+                named = d.top.cause if d.top is not None else "no fault"
+                failures.append(
+                    f"{d.engine}: diagnosis named {named}; expected {cause}; {where}"
+                    f" (top 3: {d.top_causes(3)})"
+                )
+        if failures:
+            raise Misdiagnosed("; ".join(failures))
+        return diagnoses
+
+    async def assert_no_fault_diagnosed(self, run: MonitorRun) -> list[Diagnosis]:
+        """For controls: no engine may name a root cause."""
+        diagnoses = await self.diagnose(run)
+        bad = []
+        for d in diagnoses:
+            self.diagnoses.append(DiagnosisRecord(None, d, None, None))
+            if d.top is not None:
+                bad.append(f"{d.engine} named {d.top.cause} ({d.top.confidence:.0%})")
+        if bad:
+            raise Misdiagnosed(f"a control run was diagnosed with a fault: {'; '.join(bad)}")
+        return diagnoses
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -42,6 +42,8 @@ class ComponentSignals:
     """The component's wall clock minus the monitor's, corrected for the probe's round trip."""
     probe_ms: float | None = None
     probe_failure: ProbeFailure | None = None
+    data_intact: bool | None = None
+    """A canary the monitor wrote into this component's state is still there (stores only)."""
     detail: str | None = None
 
 
