@@ -15,6 +15,16 @@ TIMEOUT = httpx.Timeout(2.0)
 class ManagementApi:
     """Calls a node's management endpoints, trying the next node when one fails."""
 
+    async def each(self, method: str, path: str) -> list[httpx.Response]:
+        """The same read on every node that answers (a down node is skipped)."""
+        out = []
+        for base in self.nodes.values():
+            try:
+                out.append(await self._http.request(method, f"{base}{path}"))
+            except httpx.HTTPError:
+                continue
+        return out
+
     def __init__(self, nodes: dict[str, str], token: str | None = None) -> None:
         self.nodes = nodes
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -23,7 +33,9 @@ class ManagementApi:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, json: object | None = None) -> httpx.Response:
+    async def request(
+        self, method: str, path: str, json: object | None = None, *, allow: tuple[int, ...] = ()
+    ) -> httpx.Response:
         errors = []
         for name, base in self.nodes.items():
             try:
@@ -34,7 +46,7 @@ class ManagementApi:
             if r.status_code >= 500:
                 errors.append(f"{name}: HTTP {r.status_code}")
                 continue
-            if r.status_code >= 400:
+            if r.status_code >= 400 and r.status_code not in allow:
                 raise ActionError(f"{method} {path}: HTTP {r.status_code}: {r.text[:200]}")
             return r
         raise ActionError(f"{method} {path}: no node answered ({'; '.join(errors)})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import httpx
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from pytest_operator._checkers import max_in_window
 from pytest_operator._history import History, Outcome
 from pytest_operator._prom import Scrape, delta, histogram_quantile
 from pytest_operator._signals import (
@@ -31,7 +33,6 @@ from pytest_operator._signals import (
     ProbeFailure,
     SafetyViolation,
 )
-from subjects.ratelimiter.checkers import max_admitted_in_window
 
 REDIS = "redis"
 PROBE_TIMEOUT = 0.8
@@ -96,9 +97,17 @@ class RateLimiterObserver:
         self._started: dict[str, float] = {}
         self._redis_run_id: str | None = None
         self._redis_started: float | None = None
+        self._canary = f"pytest-operator:canary:{uuid.uuid4().hex}"
+        self._canary_written = False
+        self._data_lost = False
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        try:
+            if self._canary_written:
+                await self._redis.delete(self._canary)
+        except (redis.exceptions.RedisError, OSError):
+            pass  # the store is down or gone: nothing of ours is left in it to clean
         await self._redis.aclose()
 
     async def _probe_node(self, name: str, base: str) -> _NodeProbe:
@@ -156,6 +165,11 @@ class RateLimiterObserver:
         try:
             info = await self._redis.info("server")
             size = await self._redis.dbsize()
+            if not self._canary_written:
+                await self._redis.set(self._canary, "1", ex=3600)
+                self._canary_written = True
+            elif not self._data_lost and not await self._redis.exists(self._canary):
+                self._data_lost = True
         except (redis.exceptions.RedisError, OSError) as exc:
             timeout = isinstance(exc, redis.exceptions.TimeoutError)
             return (
@@ -179,6 +193,7 @@ class RateLimiterObserver:
             ready=True,
             started_at=self._redis_started,
             probe_ms=(t1 - t0) * 1000,
+            data_intact=not self._data_lost,
         )
         return signals, [Fact("stored_items", float(size), REDIS)]
 
@@ -263,12 +278,12 @@ class RateLimiterObserver:
         out: list[SafetyViolation] = []
         for key, view in sorted(limits.items()):
             admitted = [op for op in ops if op.key == key and op.outcome is Outcome.OK]
-            worst = max_admitted_in_window(admitted, view.window_ms / 1000)
-            if worst is not None and worst.count > view.limit:
+            worst = max_in_window(admitted, view.window_ms / 1000)
+            if worst.count > view.limit and worst.end is not None:
                 out.append(
                     SafetyViolation(
                         property="admitted_within_limit",
-                        components=tuple(sorted(worst.by_target)),
+                        components=tuple(sorted({op.target for op in worst.ops})),
                         observed=float(worst.count),
                         bound=float(view.limit),
                         at=worst.end,
@@ -279,11 +294,11 @@ class RateLimiterObserver:
         return out
 
     async def observe(self) -> Observation:
-        probes_and_redis = await asyncio.gather(
-            self._probe_redis(), *(self._probe_node(n, u) for n, u in self.nodes.items())
+        redis_probe = asyncio.create_task(self._probe_redis())
+        probes = list(
+            await asyncio.gather(*(self._probe_node(n, u) for n, u in self.nodes.items()))
         )
-        redis_signals, facts = probes_and_redis[0]
-        probes: list[_NodeProbe] = list(probes_and_redis[1:])  # type: ignore[arg-type]
+        redis_signals, facts = await redis_probe
         now = time.time()
         components = [redis_signals]
         links = []

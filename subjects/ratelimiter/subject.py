@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from pytest_operator._subject import ClusterView, SubjectConfig
 from pytest_operator._topology import Topology
 from subjects.ratelimiter.actions import ManagementApi, catalogue
+from subjects.ratelimiter.cluster import node_names, ratelimiter_cluster_spec
 from subjects.ratelimiter.invariants import invariants
 from subjects.ratelimiter.observe import REDIS, RateLimiterObserver
 
@@ -33,10 +35,6 @@ OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "redis_timeout_ms": (None, "100"),
     "latency_threshold_ms": (None, "100"),
 }
-
-
-def node_names(nodes: int) -> tuple[str, ...]:
-    return tuple(f"node-{i}" for i in range(1, nodes + 1))
 
 
 class RateLimiterSession:
@@ -66,12 +64,14 @@ class RateLimiterSession:
 
     async def reset(self) -> None:
         """Forget every limit and counter, so the scenario starts from the defaults."""
-        r = await self._api.request("GET", "/api/limits")
-        for item in r.json().get("limits", []):
-            await self._api.request("DELETE", f"/api/limits/{item['key']}")
-        r = await self._api.request("GET", "/api/counters")
-        for item in r.json().get("counters", []):
-            await self._api.request("POST", f"/api/counters/{item['key']}/reset")
+        keys: set[str] = set()
+        for r in await self._api.each("GET", "/api/counters"):
+            if r.status_code == 200:
+                keys.update(str(c["key"]) for c in r.json().get("counters", []))
+        for key in sorted(keys):
+            quoted = quote(key, safe="")
+            await self._api.request("DELETE", f"/api/limits/{quoted}", allow=(404,))
+            await self._api.request("POST", f"/api/counters/{quoted}/reset")
 
     async def aclose(self) -> None:
         for requester in self._requesters:
@@ -104,22 +104,16 @@ class RateLimiterSubject:
         return SubjectConfig.of(nodes, clean)
 
     def embedded_spec(self, config: SubjectConfig) -> ClusterSpec:
-        from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
-
         return ratelimiter_cluster_spec(
             nodes=config.nodes,
             policy=config.get("policy", "fail_open"),
             clock=config.get("clock", "redis"),
-            node_options=(
-                "--default-algorithm",
-                config.get("algorithm", "sliding_log"),
-                "--default-limit",
-                config.get("limit", "100"),
-                "--default-window-ms",
-                config.get("window_ms", "1000"),
-                "--redis-timeout-ms",
-                config.get("redis_timeout_ms", "100"),
-            ),
+            options={
+                "default_algorithm": config.get("algorithm", "sliding_log"),
+                "default_limit": config.get("limit", "100"),
+                "default_window_ms": config.get("window_ms", "1000"),
+                "redis_timeout_ms": config.get("redis_timeout_ms", "100"),
+            },
         )
 
     def open(
