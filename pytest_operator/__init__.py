@@ -8,10 +8,114 @@ the subject's observations and checks its invariants into a timeline; a
 *diagnosis* engine ranks root causes from the topology and the timeline; and
 the test asserts the fault was detected and named. Checkers judge the history,
 what clients saw, rather than what the subject says about itself.
+
+Everything a scenario or a subject needs is importable from here; the names load
+their modules on first use, so the plugin itself stays light.
 """
 
 from __future__ import annotations
 
-from pytest_operator._causes import FaultKind, RootCause
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["FaultKind", "RootCause"]
+if TYPE_CHECKING:
+    from pytest_operator._actions import Action, ActionError, Param, Risk
+    from pytest_operator._causal import CausalEngine
+    from pytest_operator._causes import FaultKind, RootCause
+    from pytest_operator._chaos import (
+        Fault,
+        Injection,
+        bandwidth,
+        blackhole,
+        clock_skew,
+        compose,
+        kill,
+        latency,
+        partition,
+        pause,
+        reset_peer,
+        restart_with_data_loss,
+    )
+    from pytest_operator._diagnosis import Diagnosis, Hypothesis
+    from pytest_operator._history import History, Op, Outcome
+    from pytest_operator._invariants import Category, Finding, Invariant, Violation
+    from pytest_operator._monitor import MonitorRun
+    from pytest_operator._signals import (
+        ComponentSignals,
+        Divergence,
+        Fact,
+        LinkSignals,
+        Observation,
+        ProbeFailure,
+        SafetyViolation,
+    )
+    from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
+    from pytest_operator._topology import Component, ComponentKind, Link, Topology
+    from pytest_operator._workload import (
+        boundary_burst,
+        burst,
+        hot,
+        ramp,
+        steady,
+        uniform,
+        zipf,
+    )
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("Action", "ActionError", "Param", "Risk"), "_actions"),
+    "CausalEngine": "_causal",
+    **dict.fromkeys(("FaultKind", "RootCause"), "_causes"),
+    **dict.fromkeys(
+        (
+            "Fault",
+            "Injection",
+            "bandwidth",
+            "blackhole",
+            "clock_skew",
+            "compose",
+            "kill",
+            "latency",
+            "partition",
+            "pause",
+            "reset_peer",
+            "restart_with_data_loss",
+        ),
+        "_chaos",
+    ),
+    **dict.fromkeys(("Diagnosis", "Hypothesis"), "_diagnosis"),
+    **dict.fromkeys(("History", "Op", "Outcome"), "_history"),
+    **dict.fromkeys(("Category", "Finding", "Invariant", "Violation"), "_invariants"),
+    "MonitorRun": "_monitor",
+    **dict.fromkeys(
+        (
+            "ComponentSignals",
+            "Divergence",
+            "Fact",
+            "LinkSignals",
+            "Observation",
+            "ProbeFailure",
+            "SafetyViolation",
+        ),
+        "_signals",
+    ),
+    **dict.fromkeys(("Subject", "SubjectConfig", "SubjectSession"), "_subject"),
+    **dict.fromkeys(("Component", "ComponentKind", "Link", "Topology"), "_topology"),
+    **dict.fromkeys(
+        ("boundary_burst", "burst", "hot", "ramp", "steady", "uniform", "zipf"), "_workload"
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_operator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pytest_operator.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

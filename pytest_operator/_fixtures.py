@@ -234,16 +234,20 @@ def _marked_faults(item: pytest.Item) -> list[Fault]:
     return faults
 
 
-@pytest_asyncio.fixture(autouse=True, loop_scope="session")
-async def _operator_chaos_marker(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Inject the faults of ``@pytest.mark.chaos(...)`` for the test's duration."""
-    faults = _marked_faults(request.node)
-    if not faults:
-        yield
-        return
-    request.getfixturevalue("subject")  # reset everything before the fault goes in
-    chaos: RecordingChaos = request.getfixturevalue("chaos")
+@pytest_asyncio.fixture(loop_scope="session")
+async def operator_marked_chaos(
+    request: pytest.FixtureRequest, subject: SubjectSession, chaos: RecordingChaos
+) -> AsyncIterator[list[Injection]]:
+    """The faults of ``@pytest.mark.chaos(...)``, injected after the reset, healed after."""
+    injected: list[Injection] = []
     async with contextlib.AsyncExitStack() as stack:
-        for fault in faults:
-            await stack.enter_async_context(chaos.inject(fault))
-        yield
+        for fault in _marked_faults(request.node):
+            injected.append(await stack.enter_async_context(chaos.inject(fault)))
+        yield injected
+
+
+@pytest.fixture(autouse=True)
+def _operator_chaos_marker(request: pytest.FixtureRequest) -> None:
+    """A test marked ``chaos`` gets its faults for its whole duration."""
+    if _marked_faults(request.node):
+        request.getfixturevalue("operator_marked_chaos")

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from subjects.ratelimiter.subject import RateLimiterSubject
+    from subjects.ratelimiter.adapter import RateLimiterSubject
 
 __all__ = ["subject"]
 
 
 def __getattr__(name: str) -> RateLimiterSubject:
     if name == "subject":
-        from subjects.ratelimiter.subject import RateLimiterSubject
+        from subjects.ratelimiter.adapter import RateLimiterSubject
 
         return RateLimiterSubject()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import httpx
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from pytest_operator._checkers import max_in_window
 from pytest_operator._history import History, Outcome
@@ -91,7 +93,7 @@ class RateLimiterObserver:
             port=int(port),
             socket_timeout=probe_timeout,
             socket_connect_timeout=probe_timeout,
-            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),  # one try: a probe reports, it does not insist
         )
         self._prev_scrape: dict[str, Scrape] = {}
         self._started: dict[str, float] = {}
