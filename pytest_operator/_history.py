@@ -111,8 +111,10 @@ class Op:
                 outcome=Outcome(raw["outcome"]),
                 detail=None if detail is None else str(detail),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed op {raw!r}: {exc!r}") from exc
+        except KeyError as exc:
+            raise ValueError(f"malformed op {raw!r}: missing field {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed op {raw!r}: {exc}") from exc
 
 
 class History:
