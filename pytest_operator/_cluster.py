@@ -330,6 +330,8 @@ class EmbeddedCluster:
             libfaketime = find_libfaketime()
         self._run_dir = run_dir = RunDirectory.create(self.base_dir)
         ports = {c.name: free_port() for c in self.spec.components}
+        proxies = {(lk.source, lk.target): free_port() for lk in self.spec.links}
+        self._resolver = resolver = _Resolver(ports, proxies, run_dir.path)
 
         api = Address(HOST, free_port())
         self._toxiproxy_proc = ManagedProcess(
@@ -337,40 +339,50 @@ class EmbeddedCluster:
             [str(toxiproxy_bin), "-host", HOST, "-port", str(api.port)],
             run_dir=run_dir,
         )
-        await self._toxiproxy_proc.start()
         self._toxiproxy = ToxiproxyClient(api.url())
+        for c in self.spec.components:
+            self._procs[c.name] = self._make_process(c, resolver, libfaketime)
+
+        # toxiproxy-server starts alongside the first wave (whose ports it does not need
+        # yet); the proxies exist before any later wave starts.
+        await self._toxiproxy_proc.start()
+        waves = self.spec.waves()
+        for name in waves[0]:
+            await self._procs[name].start()
         await self._toxiproxy_proc.wait_ready(lambda: HttpReady("/version")(api), timeout=10)
-        created = await self._toxiproxy.populate(
+        await self._toxiproxy.populate(
             [
-                ProxySpec(link.proxy_name, f"{HOST}:0", f"{HOST}:{ports[link.target]}")
-                for link in self.spec.links
+                ProxySpec(
+                    lk.proxy_name,
+                    str(resolver.via(lk.source, lk.target)),
+                    str(resolver.address(lk.target)),
+                )
+                for lk in self.spec.links
             ]
         )
-        by_name = {p.name: p.listen_port for p in created}
-        proxies = {(lk.source, lk.target): by_name[lk.proxy_name] for lk in self.spec.links}
-        self._resolver = resolver = _Resolver(ports, proxies, run_dir.path)
-
-        for c in self.spec.components:
-            env: dict[str, str] = dict(c.env(resolver)) if c.env else {}
-            if c.fake_clock:
-                assert libfaketime is not None
-                clock = self.clock_file(c.name)
-                clock.write_text(format_offset(0) + "\n")
-                self._clock_offsets[c.name] = 0.0
-                preload = " ".join(p for p in (str(libfaketime), env.get("LD_PRELOAD")) if p)
-                env.update(
-                    LD_PRELOAD=preload,
-                    FAKETIME_TIMESTAMP_FILE=str(clock),
-                    FAKETIME_NO_CACHE="1",
-                    FAKETIME_DONT_FAKE_MONOTONIC="1",
-                )
-            self._procs[c.name] = ManagedProcess(
-                c.name, list(c.command(resolver)), run_dir=run_dir, env=env
-            )
-        for wave in self.spec.waves():
+        await asyncio.gather(*(self.wait_ready(name) for name in waves[0]))
+        for wave in waves[1:]:
             for name in wave:
                 await self._procs[name].start()
             await asyncio.gather(*(self.wait_ready(name) for name in wave))
+
+    def _make_process(
+        self, c: ComponentSpec, resolver: _Resolver, libfaketime: Path | None
+    ) -> ManagedProcess:
+        env: dict[str, str] = dict(c.env(resolver)) if c.env else {}
+        if c.fake_clock:
+            assert libfaketime is not None
+            clock = self.clock_file(c.name)
+            clock.write_text(format_offset(0) + "\n")
+            self._clock_offsets[c.name] = 0.0
+            preload = " ".join(p for p in (str(libfaketime), env.get("LD_PRELOAD")) if p)
+            env.update(
+                LD_PRELOAD=preload,
+                FAKETIME_TIMESTAMP_FILE=str(clock),
+                FAKETIME_NO_CACHE="1",
+                FAKETIME_DONT_FAKE_MONOTONIC="1",
+            )
+        return ManagedProcess(c.name, list(c.command(resolver)), run_dir=self.run_dir, env=env)
 
     async def stop(self) -> None:
         """Stop every process this cluster started, in reverse start order. Idempotent."""

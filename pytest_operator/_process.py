@@ -429,7 +429,7 @@ class ManagedProcess:
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+            delay = min(delay * 1.5, 0.05)
 
     def _remove_pidfile(self) -> None:
         with contextlib.suppress(FileNotFoundError):
