@@ -15,8 +15,8 @@ from pytest_operator import _options, _registry
 OPTIONS = pytest.StashKey[_options.OperatorOptions]()
 
 MARKERS = (
-    "subject(name): the subject this scenario is written for; skipped when the run's"
-    " --subject is another",
+    "subject(name, **options): the subject this scenario is written for, and the options"
+    " its cluster needs; skipped when the run's --subject is another",
     "chaos(*faults): inject these faults for the test's duration and heal them after;"
     " their root causes are what the diagnosis must name",
 )
@@ -46,10 +46,10 @@ def _marked_subject(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("subject")
     if marker is None:
         return None
-    if len(marker.args) != 1 or not isinstance(marker.args[0], str) or marker.kwargs:
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
         raise pytest.UsageError(
-            f"{item.nodeid}: @pytest.mark.subject takes one subject name, e.g."
-            " pytestmark = pytest.mark.subject('ratelimiter')"
+            f"{item.nodeid}: @pytest.mark.subject takes one subject name and its options, e.g."
+            " pytestmark = pytest.mark.subject('ratelimiter', policy='local')"
         )
     return marker.args[0]
 

@@ -38,6 +38,9 @@ from pytest_operator._signals import (
 
 REDIS = "redis"
 PROBE_TIMEOUT = 0.8
+CLIENT_ERROR_SPAN = 1.0
+"""Seconds of client history behind a node's error rate."""
+MIN_CLIENT_SAMPLE = 5
 HISTORY_HORIZON = 15.0
 """Seconds of client history each tick judges for the rate-limit promise."""
 
@@ -199,10 +202,27 @@ class RateLimiterObserver:
         )
         return signals, [Fact("stored_items", float(size), REDIS)]
 
-    def _node_signals(self, p: _NodeProbe) -> tuple[ComponentSignals, LinkSignals]:
+    def _client_errors(self, now: float) -> dict[str, float]:
+        """Per node, the share of client requests resolved in the last second that failed."""
+        since = now - CLIENT_ERROR_SPAN
+        counts: dict[str, list[int]] = {}
+        for op in reversed(self.history.snapshot()):
+            resolved = op.recv if op.recv is not None else op.send
+            if resolved < since - 5.0:  # ops resolve roughly in order; stop well past the span
+                break
+            if resolved < since:
+                continue
+            c = counts.setdefault(op.target, [0, 0])
+            c[0] += 1
+            c[1] += op.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
+        return {t: bad / n for t, (n, bad) in counts.items() if n >= MIN_CLIENT_SAMPLE}
+
+    def _node_signals(
+        self, p: _NodeProbe, error_rate: float | None
+    ) -> tuple[ComponentSignals, LinkSignals]:
         prev = self._prev_scrape.get(p.name)
         cur = p.scrape
-        latency = error_rate = rate = None
+        latency = rate = None
         link_up: bool | None = None
         link_error_rate = link_latency = None
         if cur is not None:
@@ -211,12 +231,6 @@ class RateLimiterObserver:
             total = delta(prev, cur, "ratelimiter_requests_total")
             if total is not None and dt is not None:
                 rate = total / dt
-                errors = sum(
-                    delta(prev, cur, "ratelimiter_requests_total", decision=d) or 0.0
-                    for d in cur.label_values("ratelimiter_requests_total", "decision")
-                    if d not in ("allowed", "blocked")
-                )
-                error_rate = errors / total if total > 0 else 0.0
             p99 = histogram_quantile(prev, cur, "ratelimiter_check_latency_seconds", 0.99)
             latency = None if p99 is None else p99 * 1000
             up = cur.value("ratelimiter_redis_up")
@@ -304,8 +318,9 @@ class RateLimiterObserver:
         now = time.time()
         components = [redis_signals]
         links = []
+        errors = self._client_errors(now)
         for p in probes:
-            c, link = self._node_signals(p)
+            c, link = self._node_signals(p, errors.get(p.name))
             components.append(c)
             links.append(link)
         return Observation(
