@@ -72,7 +72,9 @@ def test_bad_values_are_usage_errors(
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.subject(name, **options):*", "@pytest.mark.chaos(*faults):*"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.subject(name, **options):*", "@pytest.mark.chaos(*faults):*"]
+    )
 
 
 def test_scenarios_for_another_subject_are_skipped_with_reason(
