@@ -83,7 +83,9 @@ def test_scenarios_for_another_subject_are_skipped_with_reason(
     pytester.makepyfile(
         "import pytest\npytestmark = pytest.mark.subject('ratelimiter')\n" + PASSING
     )
-    pytester.makepyfile(other="import pytest\npytestmark = pytest.mark.subject('tikv')\n" + PASSING)
+    pytester.makepyfile(
+        test_other="import pytest\npytestmark = pytest.mark.subject('tikv')\n" + PASSING
+    )
     result = pytester.runpytest("-rs", "--subject=ratelimiter", "-p", "no:randomly")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*scenario for subject tikv; this run's is ratelimiter"])
