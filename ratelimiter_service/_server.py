@@ -33,6 +33,7 @@ def main() -> None:
             log_level=config.log_level,
             backlog=2048,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=2,
         )
     )
     server.run()
