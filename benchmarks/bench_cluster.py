@@ -1,0 +1,63 @@
+"""Embedded cluster start-up: time from ``start()`` until every component is ready.
+
+    .venv/bin/python benchmarks/bench_cluster.py [--runs 7] [--nodes 3]
+
+Starts the rate limiter cluster (redis-server, toxiproxy-server, N nodes under libfaketime,
+a proxy per link) several times and prints the median, min and max. The target is a median
+of at most 2 s for 3 nodes. Stop time is printed too (it includes any SIGKILL escalation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pytest_operator._cluster import EmbeddedCluster
+from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
+
+
+async def one_run(nodes: int, base: Path) -> tuple[float, float]:
+    cluster = EmbeddedCluster(ratelimiter_cluster_spec(nodes), base_dir=base)
+    began = time.perf_counter()
+    await cluster.start()
+    ready = time.perf_counter() - began
+    began = time.perf_counter()
+    await cluster.stop()
+    return ready, time.perf_counter() - began
+
+
+def summary(label: str, values: list[float]) -> str:
+    return (
+        f"{label}: median {statistics.median(values):.3f} s, min {min(values):.3f} s, "
+        f"max {max(values):.3f} s"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--nodes", type=int, default=3)
+    args = parser.parse_args()
+    ready: list[float] = []
+    stop: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        await one_run(args.nodes, Path(tmp))  # warm-up: file caches, .pyc
+        for i in range(args.runs):
+            r, s = await one_run(args.nodes, Path(tmp))
+            ready.append(r)
+            stop.append(s)
+            print(f"run {i + 1}: ready {r:.3f} s, stop {s:.3f} s", flush=True)
+    print(f"{args.nodes} nodes, {args.runs} runs (after one warm-up run)")
+    print(summary("start -> ready", ready))
+    print(summary("stop", stop))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
