@@ -36,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_operator import _fixtures
 
     config.pluginmanager.register(_fixtures, "operator-fixtures")
+    from pytest_operator._results import Results
+
+    config.pluginmanager.register(Results(config), "operator-results")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

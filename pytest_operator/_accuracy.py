@@ -1,0 +1,147 @@
+"""Diagnosis accuracy over a pytest run: AC@k and Avg@k per engine, the false-positive
+rate on no-fault controls, beside a constant-answer baseline.
+
+AC@k is the share of fault cases whose injected root cause an engine ranked within
+its first k hypotheses; Avg@k is the mean of AC@1..AC@k. The baseline always answers
+the most frequent injected cause: an engine that cannot beat it has learned nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pytest_operator._causes import RootCause
+
+BASELINE = "constant-baseline"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One engine's answer in one scenario trial."""
+
+    scenario: str
+    trial: int
+    engine: str
+    expected: str | None
+    """The injected root cause; None for a no-fault control."""
+    ranked: tuple[str, ...]
+    rank: int | None
+    time_to_detect: float | None
+    time_to_diagnose: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineAccuracy:
+    engine: str
+    cases: int
+    ac1: float | None
+    ac3: float | None
+    avg5: float | None
+    controls: int
+    false_positive_rate: float | None
+    median_time_to_diagnose: float | None
+
+
+def _ac(ranks: Sequence[int | None], k: int) -> float | None:
+    if not ranks:
+        return None
+    return sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def engine_accuracy(engine: str, results: Sequence[CaseResult]) -> EngineAccuracy:
+    faults = [r for r in results if r.expected is not None]
+    controls = [r for r in results if r.expected is None]
+    ranks = [r.rank for r in faults]
+    avg5 = None
+    if ranks:
+        avg5 = sum(_ac(ranks, k) or 0.0 for k in range(1, 6)) / 5
+    return EngineAccuracy(
+        engine=engine,
+        cases=len(faults),
+        ac1=_ac(ranks, 1),
+        ac3=_ac(ranks, 3),
+        avg5=avg5,
+        controls=len(controls),
+        false_positive_rate=(
+            sum(1 for r in controls if r.ranked) / len(controls) if controls else None
+        ),
+        median_time_to_diagnose=_median([r.time_to_diagnose for r in results]),
+    )
+
+
+def baseline(results: Sequence[CaseResult]) -> EngineAccuracy | None:
+    """Always answer the most frequent injected cause (over distinct scenario trials)."""
+    cases = {(r.scenario, r.trial): r.expected for r in results}
+    faults = [c for c in cases.values() if c is not None]
+    if not faults:
+        return None
+    answer, _ = Counter(faults).most_common(1)[0]
+    ranks = [1 if c == answer else None for c in faults]
+    controls = sum(1 for c in cases.values() if c is None)
+    return EngineAccuracy(
+        engine=f"{BASELINE} ({answer})",
+        cases=len(faults),
+        ac1=_ac(ranks, 1),
+        ac3=_ac(ranks, 3),
+        avg5=_ac(ranks, 1),
+        controls=controls,
+        false_positive_rate=1.0 if controls else None,
+        median_time_to_diagnose=0.0,
+    )
+
+
+def summarize(results: Sequence[CaseResult]) -> list[EngineAccuracy]:
+    engines = sorted({r.engine for r in results})
+    out = [engine_accuracy(e, [r for r in results if r.engine == e]) for e in engines]
+    base = baseline(results)
+    if base is not None:
+        out.append(base)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def table(rows: Sequence[EngineAccuracy]) -> list[str]:
+    header = f"{'engine':<34} {'cases':>5} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6} "
+    header += f"{'controls':>8} {'FP rate':>7} {'diagnose':>9}"
+    lines = [header]
+    for a in rows:
+        ttd = (
+            "-"
+            if a.median_time_to_diagnose is None
+            else f"{a.median_time_to_diagnose * 1000:.1f} ms"
+        )
+        lines.append(
+            f"{a.engine:<34} {a.cases:>5} {_pct(a.ac1):>6} {_pct(a.ac3):>6} {_pct(a.avg5):>6} "
+            f"{a.controls:>8} {_pct(a.false_positive_rate):>7} {ttd:>9}"
+        )
+    return lines
+
+
+def write_json(path: Path, results: Sequence[CaseResult]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "summary": [asdict(a) for a in summarize(results)],
+        "cases": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def cause_str(cause: RootCause | None) -> str | None:
+    return None if cause is None else str(cause)

@@ -1,0 +1,111 @@
+"""Collects what every scenario saw (detection, diagnoses) and reports it at the end:
+a line per scenario, the accuracy table, and the accuracy JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_operator._accuracy import CaseResult, cause_str, summarize, table, write_json
+from pytest_operator._fixtures import OPERATOR
+from pytest_operator._operator import Operator
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    scenario: str
+    trial: int
+    outcome: str
+    expected: str | None
+    detected: str | None
+    """The first violation confirmed (invariant@component), if any."""
+    time_to_detect: float | None
+    ranks: tuple[tuple[str, int | None], ...]
+
+
+def scenario_result(nodeid: str, trial: int, outcome: str, op: Operator) -> ScenarioResult:
+    expected = op.injections.root_causes()
+    first = None
+    ttd = None
+    for run in op.runs:
+        if run.violations:
+            v = min(run.violations, key=lambda v: v.confirmed_at)
+            if first is None or v.confirmed_at < first.confirmed_at:
+                first = v
+                origin = run.fault_at if run.fault_at is not None else run.started_at
+                ttd = max(0.0, v.confirmed_at - origin)
+    return ScenarioResult(
+        scenario=nodeid,
+        trial=trial,
+        outcome=outcome,
+        expected=", ".join(map(str, expected)) or None,
+        detected=None if first is None else f"{first.invariant}@{first.component}",
+        time_to_detect=ttd,
+        ranks=tuple((d.diagnosis.engine, d.rank) for d in op.diagnoses),
+    )
+
+
+def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
+    return [
+        CaseResult(
+            scenario=nodeid,
+            trial=trial,
+            engine=d.diagnosis.engine,
+            expected=cause_str(d.expected),
+            ranked=tuple(str(h.cause) for h in d.diagnosis.hypotheses),
+            rank=d.rank,
+            time_to_detect=d.time_to_detect,
+            time_to_diagnose=d.diagnosis.latency_s,
+            input_tokens=d.diagnosis.input_tokens,
+            output_tokens=d.diagnosis.output_tokens,
+        )
+        for d in op.diagnoses
+    ]
+
+
+class Results:
+    """A pytest plugin object: one per session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.scenarios: list[ScenarioResult] = []
+        self.cases: list[CaseResult] = []
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+        report: pytest.TestReport = yield
+        if report.when == "call":
+            op = item.stash.get(OPERATOR, None)
+            if op is not None:
+                callspec = getattr(item, "callspec", None)
+                trial = int(callspec.params.get("operator_trial", 1)) if callspec else 1
+                self.scenarios.append(scenario_result(item.nodeid, trial, report.outcome, op))
+                self.cases += case_results(item.nodeid, trial, op)
+        return report
+
+    def json_path(self) -> Path:
+        return self.config.rootpath / ".run" / "accuracy.json"
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.scenarios:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "operator: scenarios")
+        for s in self.scenarios:
+            ttd = "-" if s.time_to_detect is None else f"{s.time_to_detect:.2f} s"
+            ranks = " ".join(f"{e}:{r if r is not None else '-'}" for e, r in s.ranks) or "-"
+            name = s.scenario.split("::")[-1]
+            tr.write_line(
+                f"{s.outcome:<7} {name:<60} detected={s.detected or 'nothing'}"
+                f" ttd={ttd} rank={ranks}"
+            )
+        if self.cases:
+            tr.write_sep("=", "operator: diagnosis accuracy")
+            for line in table(summarize(self.cases)):
+                tr.write_line(line)
+            path = self.json_path()
+            write_json(path, self.cases)
+            tr.write_line(f"accuracy written to {path}")
