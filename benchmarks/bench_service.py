@@ -1,0 +1,198 @@
+"""Decisions per second and p50/p99 latency of one rate limiter node against a naive baseline.
+
+Both run against the same fresh redis-server (flushed before every run), under the same
+closed-loop load from a separate process: `wrk` when it is installed (Debian package
+`wrk`), otherwise benchmarks/service_loadgen.py. The runs alternate between the two
+subjects; the table shows medians.
+
+    .venv/bin/python benchmarks/bench_service.py [--runs 5] [--duration 5] [--connections 64]
+
+Target (issue 2): the node serves >= 1.5x the baseline's decisions per second at an
+equal or lower p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local keys = tonumber(os.getenv("BENCH_KEYS") or "1000")
+request = function()
+  return wrk.format(nil, "/check", nil, '{"key":"bench-' .. math.random(0, keys - 1) .. '"}')
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"seconds":%f,"p50_ms":%f,"p99_ms":%f,"errors":%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    subject: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer in 30 s")
+
+
+def _subject_command(subject: str, port: int, redis_url: str) -> list[str]:
+    if subject == "service":
+        return [sys.executable, "-m", "ratelimiter_service", "--node-id", "bench", "--port",
+                str(port), "--redis-url", redis_url, "--log-level", "warning"]  # fmt: skip
+    return [sys.executable, str(ROOT / "benchmarks" / "naive_baseline.py"), "--port", str(port),
+            "--redis-url", redis_url]  # fmt: skip
+
+
+def _load(port: int, args: argparse.Namespace, script: Path | None) -> dict[str, float]:
+    if script is not None:
+        warm = ["wrk", "-t1", f"-c{args.connections}", "-d1s", "-s", str(script),
+                f"http://127.0.0.1:{port}/check"]  # fmt: skip
+        subprocess.run(warm, capture_output=True, timeout=60, check=True)
+        command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
+                   "--latency", "-s", str(script), f"http://127.0.0.1:{port}/check"]  # fmt: skip
+    else:
+        command = [sys.executable, str(ROOT / "benchmarks" / "service_loadgen.py"), "--port",
+                   str(port), "--connections", str(args.connections), "--duration",
+                   str(args.duration), "--keys", str(args.keys)]  # fmt: skip
+    env = {**os.environ, "BENCH_KEYS": str(args.keys)}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60,
+                         check=True, env=env).stdout  # fmt: skip
+    line = [text for text in out.splitlines() if text.startswith("{")][-1]
+    data: dict[str, float] = json.loads(line)
+    data.setdefault("rate", data["requests"] / data["seconds"])
+    return data
+
+
+def run_one(subject: str, redis_url: str, args: argparse.Namespace, script: Path | None) -> Result:
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
+        client.script_flush()
+    port = _free_port()
+    process = subprocess.Popen(
+        _subject_command(subject, port, redis_url),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        data = _load(port, args, script)
+    finally:
+        _stop(process)
+    return Result(subject, data["rate"], data["p50_ms"], data["p99_ms"], int(data["errors"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds of measured load")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--keys", type=int, default=1000, help="distinct rate limit keys")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
+    redis_port = _free_port()
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "check.lua" if use_wrk else None
+        if script is not None:
+            script.write_text(WRK_SCRIPT)
+        try:
+            time.sleep(0.3)
+            for run in range(args.runs):
+                for subject in ("baseline", "service") if run % 2 == 0 else ("service", "baseline"):
+                    result = run_one(subject, redis_url, args, script)
+                    results.append(result)
+                    print(f"run {run + 1} {subject:8} {result.rate:9.0f} req/s  "
+                          f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                          f"errors {result.errors}", flush=True)  # fmt: skip
+        finally:
+            _stop(redis_process)
+    _table(results, "wrk" if use_wrk else "service_loadgen.py", args)
+
+
+def _table(results: list[Result], loadgen: str, args: argparse.Namespace) -> None:
+    medians = {}
+    for subject in ("baseline", "service"):
+        mine = [r for r in results if r.subject == subject]
+        medians[subject] = (
+            statistics.median(r.rate for r in mine),
+            statistics.median(r.p50_ms for r in mine),
+            statistics.median(r.p99_ms for r in mine),
+        )
+    print()
+    print(f"medians of {args.runs} runs, {args.duration} s each, {args.connections} connections, "
+          f"{args.keys} keys, load from {loadgen}, {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'subject':10} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    for subject, (rate, p50, p99) in medians.items():
+        print(f"{subject:10} {rate:12.0f} {p50:8.2f} {p99:8.2f}")
+    base, service = medians["baseline"], medians["service"]
+    print(f"{'ratio':10} {service[0] / base[0]:11.2f}x {service[1] / base[1]:7.2f}x "
+          f"{service[2] / base[2]:7.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
