@@ -29,7 +29,12 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from pytest_operator._binaries import find_libfaketime, find_toxiproxy_server
-from pytest_operator._process import ManagedProcess, ProcessError, RunDirectory, free_port
+from pytest_operator._process import (
+    ManagedProcess,
+    ProcessError,
+    RunDirectory,
+    free_ports,
+)
 from pytest_operator._topology import Component, ComponentKind, Link, Topology
 from pytest_operator._toxiproxy import ProxySpec, ToxiproxyClient
 
@@ -205,6 +210,9 @@ class ClusterSpec:
             seen.add((link.source, link.target))
         self.waves()  # raises on a cycle
 
+    def component_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components)
+
     def component(self, name: str) -> ComponentSpec:
         for c in self.components:
             if c.name == name:
@@ -231,10 +239,14 @@ class ClusterSpec:
 # --- the cluster ------------------------------------------------------------------------
 
 
+class _ProxiesPending(Exception):
+    """A command asked for a proxy address before toxiproxy created the proxies."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Resolver:
     ports: Mapping[str, int]
-    proxies: Mapping[tuple[str, str], int]
+    proxies: dict[tuple[str, str], int]  # filled once toxiproxy has created them
     data_root: Path
 
     def port(self, name: str) -> int:
@@ -247,6 +259,8 @@ class _Resolver:
         return Address(HOST, self.port(name))
 
     def via(self, source: str, target: str) -> Address:
+        if not self.proxies:
+            raise _ProxiesPending
         try:
             return Address(HOST, self.proxies[(source, target)])
         except KeyError:
@@ -329,37 +343,52 @@ class EmbeddedCluster:
         if any(c.fake_clock for c in self.spec.components):
             libfaketime = find_libfaketime()
         self._run_dir = run_dir = RunDirectory.create(self.base_dir)
-        ports = {c.name: free_port() for c in self.spec.components}
-        proxies = {(lk.source, lk.target): free_port() for lk in self.spec.links}
-        self._resolver = resolver = _Resolver(ports, proxies, run_dir.path)
+        names = self.spec.component_names()
+        *component_ports, api_port = free_ports(len(names) + 1)
+        ports = dict(zip(names, component_ports, strict=True))
+        self._resolver = resolver = _Resolver(ports, {}, run_dir.path)
 
-        api = Address(HOST, free_port())
+        api = Address(HOST, api_port)
         self._toxiproxy_proc = ManagedProcess(
             TOXIPROXY,
             [str(toxiproxy_bin), "-host", HOST, "-port", str(api.port)],
             run_dir=run_dir,
         )
         self._toxiproxy = ToxiproxyClient(api.url())
-        for c in self.spec.components:
-            self._procs[c.name] = self._make_process(c, resolver, libfaketime)
-
-        # toxiproxy-server starts alongside the first wave (whose ports it does not need
-        # yet); the proxies exist before any later wave starts.
         await self._toxiproxy_proc.start()
+
+        # While toxiproxy-server starts, so do the first wave's components whose command
+        # needs no proxy address (a datastore, typically).
         waves = self.spec.waves()
+        deferred = []
         for name in waves[0]:
-            await self._procs[name].start()
-        await self._toxiproxy_proc.wait_ready(lambda: HttpReady("/version")(api), timeout=10)
-        await self._toxiproxy.populate(
-            [
-                ProxySpec(
-                    lk.proxy_name,
-                    str(resolver.via(lk.source, lk.target)),
-                    str(resolver.address(lk.target)),
+            try:
+                self._procs[name] = self._make_process(
+                    self.spec.component(name), resolver, libfaketime
                 )
+            except _ProxiesPending:
+                deferred.append(name)
+                continue
+            await self._procs[name].start()
+
+        # Proxies listen on port 0: toxiproxy binds them and reports the real port, so
+        # no other process can take a proxy's port between choosing and binding it.
+        await self._toxiproxy_proc.wait_ready(lambda: HttpReady("/version")(api), timeout=10)
+        created = await self._toxiproxy.populate(
+            [
+                ProxySpec(lk.proxy_name, f"{HOST}:0", str(resolver.address(lk.target)))
                 for lk in self.spec.links
             ]
         )
+        by_name = {p.name: p.listen_port for p in created}
+        resolver.proxies.update(
+            {(lk.source, lk.target): by_name[lk.proxy_name] for lk in self.spec.links}
+        )
+        for c in self.spec.components:
+            if c.name not in self._procs:
+                self._procs[c.name] = self._make_process(c, resolver, libfaketime)
+        for name in deferred:
+            await self._procs[name].start()
         await asyncio.gather(*(self.wait_ready(name) for name in waves[0]))
         for wave in waves[1:]:
             for name in wave:

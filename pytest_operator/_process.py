@@ -50,6 +50,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports (all bound at once, so the kernel cannot repeat one)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     """Whether something accepts TCP connections on ``host:port`` (blocking, bounded)."""
     try:
