@@ -183,3 +183,61 @@ def test_failing_pytest_test(pytester: pytest.Pytester, base: Path) -> None:
     pids = {k: int(v) for k, v in data["pids"].items()}
     assert pids and all(process_start_time(pid) is None for pid in pids.values())
     assert not [p for p in data["ports"] if port_is_open(p)]
+
+
+def test_ctrl_c_during_a_pytest_run(pytester: pytest.Pytester, base: Path) -> None:
+    """Ctrl-C while a scenario runs with a module-scoped cluster fixture."""
+    info = pytester.path / "info.json"
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = module\n"
+        "asyncio_default_test_loop_scope = module\n"
+    )
+    test_file = pytester.makepyfile(
+        f"""
+        import asyncio, sys
+        import pytest
+        sys.path.insert(0, {str(ROOT)!r})
+        from pytest_operator._cluster import EmbeddedCluster
+        from tests.cluster.conftest import standin_spec
+        from tests.cluster.orphan_driver import describe
+
+        @pytest.fixture(scope="module")
+        async def cluster():
+            async with EmbeddedCluster(standin_spec(2), base_dir={str(base)!r}) as c:
+                yield c
+
+        async def test_long(cluster):
+            open({str(info)!r}, "w").write(describe(cluster))
+            await asyncio.sleep(600)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (info.exists() and info.read_text()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the inner run never started its cluster"
+            time.sleep(0.05)
+        data = json.loads(info.read_text())
+        pids = {k: int(v) for k, v in data["pids"].items()}
+        assert all(process_start_time(pid) is not None for pid in pids.values())
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert "KeyboardInterrupt" in out
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(
+            process_start_time(pid) is not None for pid in pids.values()
+        ):
+            time.sleep(0.05)
+        assert {k for k, pid in pids.items() if process_start_time(pid) is not None} == set()
+        assert [p for p in data["ports"] if port_is_open(p)] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
