@@ -171,7 +171,14 @@ class NodeStarter:
         self.log_dir = log_dir
         self.nodes: list[Node] = []
 
-    def __call__(self, node_id: str, redis_url: str, **options: str | int) -> Node:
+    def __call__(
+        self,
+        node_id: str,
+        redis_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        **options: str | int,
+    ) -> Node:
         port = free_port()
         args = [
             sys.executable,
@@ -196,7 +203,10 @@ class NodeStarter:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={k: v for k, v in os.environ.items() if not k.startswith("RL_")},
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("RL_")},
+                    **(env or {}),
+                },
             )
         node = Node(node_id, port, process, log_path, args)
         self.nodes.append(node)
