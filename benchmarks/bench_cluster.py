@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -54,7 +55,9 @@ async def main() -> None:
             ready.append(r)
             stop.append(s)
             print(f"run {i + 1}: ready {r:.3f} s, stop {s:.3f} s", flush=True)
-    print(f"{args.nodes} nodes, {args.runs} runs (after one warm-up run)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{args.nodes} nodes, {args.runs} runs (after one warm-up run); {os.cpu_count()} CPUs, "
+          f"load average {load} (other work on the machine slows the nodes' start)")  # fmt: skip
     print(summary("start -> ready", ready))
     print(summary("stop", stop))
 
