@@ -68,6 +68,7 @@ class DiagnosisRecord:
     diagnosis: Diagnosis
     rank: int | None
     time_to_detect: float | None
+    case: Case
 
 
 class Operator:
@@ -126,9 +127,11 @@ class Operator:
 
     async def diagnose(self, run: MonitorRun) -> list[Diagnosis]:
         """Every configured engine's diagnosis of the same evidence."""
+        return await self._diagnose(self.case(run))
+
+    async def _diagnose(self, case: Case) -> list[Diagnosis]:
         if not self.engines:
             raise AssertionError("no diagnosis engine is configured for this run")
-        case = self.case(run)
         return [await engine.diagnose(case) for engine in self.engines]
 
     async def assert_diagnosis(
@@ -141,11 +144,12 @@ class Operator:
         ttd = None
         if run.violations and run.fault_at is not None:
             ttd = max(0.0, min(v.confirmed_at for v in run.violations) - run.fault_at)
-        diagnoses = await self.diagnose(run)
+        case = self.case(run)
+        diagnoses = await self._diagnose(case)
         failures = []
         for d in diagnoses:
             rank = d.rank_of(cause)
-            self.diagnoses.append(DiagnosisRecord(cause, d, rank, ttd))
+            self.diagnoses.append(DiagnosisRecord(cause, d, rank, ttd, case))
             if rank is None or rank > top_k:
                 where = "not ranked" if rank is None else f"ranked {_ordinal(rank)}"
                 named = d.top.cause if d.top is not None else "no fault"
@@ -159,10 +163,11 @@ class Operator:
 
     async def assert_no_fault_diagnosed(self, run: MonitorRun) -> list[Diagnosis]:
         """For controls: no engine may name a root cause."""
-        diagnoses = await self.diagnose(run)
+        case = self.case(run)
+        diagnoses = await self._diagnose(case)
         bad = []
         for d in diagnoses:
-            self.diagnoses.append(DiagnosisRecord(None, d, None, None))
+            self.diagnoses.append(DiagnosisRecord(None, d, None, None, case))
             if d.top is not None:
                 bad.append(f"{d.engine} named {d.top.cause} ({d.top.confidence:.0%})")
         if bad:

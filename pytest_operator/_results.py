@@ -3,6 +3,7 @@ a line per scenario, the accuracy table, and the accuracy JSON."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from pytest_operator._accuracy import CaseResult, cause_str, summarize, table, write_json
 from pytest_operator._fixtures import OPERATOR
 from pytest_operator._operator import Operator
+from pytest_operator._serde import case_to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,10 @@ class Results:
         self.cases: list[CaseResult] = []
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-        report: pytest.TestReport = yield
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
         if report.when == "call":
             op = item.stash.get(OPERATOR, None)
             if op is not None:
@@ -84,7 +88,20 @@ class Results:
                 trial = int(callspec.params.get("operator_trial", 1)) if callspec else 1
                 self.scenarios.append(scenario_result(item.nodeid, trial, report.outcome, op))
                 self.cases += case_results(item.nodeid, trial, op)
+                self._keep_cases(item.nodeid, trial, op)
         return report
+
+    def _keep_cases(self, nodeid: str, trial: int, op: Operator) -> None:
+        """Each diagnosed case as JSON under .run/cases/, for debugging and as test data."""
+        written = set()
+        for d in op.diagnoses:
+            if id(d.case) in written:
+                continue
+            written.add(id(d.case))
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::")[-1])
+            path = self.config.rootpath / ".run" / "cases" / f"{name}-trial{trial}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(case_to_json(d.case) + "\n")
 
     def json_path(self) -> Path:
         return self.config.rootpath / ".run" / "accuracy.json"
