@@ -102,7 +102,10 @@ async def test_frozen_redis_degrades_quickly_and_thaws(
     assert (await _checks(http, node, "k", 1))[0]["mode"] == "normal"
     redis_server.pause()
     try:
-        await _until("readyz 503 after redis froze", lambda: _ready_is(http, node, 503))
+        detected = await _until("readyz 503 after redis froze", lambda: _ready_is(http, node, 503))
+        # short timeouts, no retries: a hang shows within a fraction of a second (generous
+        # bound for a loaded machine; redis-py's defaults would take 5 s and more)
+        assert detected < 3.0
         started = time.monotonic()
         answers = await _checks(http, node, "k", 5)
         elapsed = time.monotonic() - started
