@@ -78,10 +78,17 @@ def test_bad_scenario_inputs_are_usage_errors(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(
         [
-            "*ratelimiter: policy=yolo: invalid value; valid values: fail_open, fail_closed, local*",
+            "*test_bad_option: ratelimiter: policy=yolo: invalid value;"
+            " valid values: fail_open, fail_closed, local*",
         ]
     )
-    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        [
+            "*test_bad_fault: @pytest.mark.chaos takes faults such as"
+            " partition('node-2', 'redis'); got 'node-1 is down'*",
+        ]
+    )
+    result.assert_outcomes(errors=2)
 
 
 def test_trials_repeat_each_scenario_and_the_cluster_is_shared(pytester: pytest.Pytester) -> None:
