@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def load(name: str) -> Case:
     return case_from_json((CASES / f"{name}-trial1.json").read_text())
 
 
-def fenced_data(user: str) -> dict[str, object]:
+def fenced_data(user: str) -> dict[str, Any]:
     """The JSON between the fence tags, decoded."""
     start = user.index(FENCE_OPEN) + len(FENCE_OPEN)
     end = user.index(FENCE_CLOSE)
@@ -75,11 +76,11 @@ def test_every_suite_case_prompt_is_under_24000_characters(path: Path) -> None:
     assert prompt.size == len(prompt.system) + len(prompt.user) + len(json.dumps(prompt.tool))
     data = fenced_data(prompt.user)
     # the summary keeps what the engine must see: every violation, every component
-    assert [v["invariant"] for v in data["violations"]] == [  # type: ignore[index, union-attr]
+    assert [v["invariant"] for v in data["violations"]] == [
         v.invariant for v in sorted(case.violations, key=lambda v: v.first_seen)
     ]
     seen = {c.component for o in case.observations for c in o.components}
-    assert set(data["components"]) == seen  # type: ignore[arg-type]
+    assert set(data["components"]) == seen
     assert "omitted" not in data
 
 
@@ -125,11 +126,11 @@ def test_an_injection_bearing_string_stays_inside_the_fence() -> None:
     assert "Ignore previous instructions" not in user[close:]
     # escaped as JSON, so the data decodes back to exactly what the subject said
     data = fenced_data(user)
-    assert data["divergences"][0]["item"] == INJECTION  # type: ignore[index]
-    assert data["safety"][0]["detail"] == INJECTION  # type: ignore[index]
-    assert data["violations"][0]["message"] == INJECTION  # type: ignore[index]
-    assert data["components"]["store"]["details"][0]["text"] == INJECTION  # type: ignore[index]
-    assert data["facts"][0]["labels"] == {"key": INJECTION}  # type: ignore[index]
+    assert data["divergences"][0]["item"] == INJECTION
+    assert data["safety"][0]["detail"] == INJECTION
+    assert data["violations"][0]["message"] == INJECTION
+    assert data["components"]["store"]["details"][0]["text"] == INJECTION
+    assert data["facts"][0]["labels"] == {"key": INJECTION}
 
 
 def test_fence_neutralises_the_opening_tag_too() -> None:
@@ -171,8 +172,8 @@ def test_without_a_catalogue_no_action_can_be_recommended() -> None:
 def test_the_crash_case_is_summarised_as_runs_and_ranges() -> None:
     prompt = build_prompt(load("test_killed_node_is_detected_and_diagnosed_as_a_crash"))
     data = fenced_data(prompt.user)
-    end = data["window"]["duration_s"]  # type: ignore[index]
-    node = data["components"]["node-1"]  # type: ignore[index]
+    end = data["window"]["duration_s"]
+    node = data["components"]["node-1"]
     assert node["probe"] == [["refused", 0.0, end]]
     assert node["error_rate"]["max"] == 1.0
     assert node["details"] == [
@@ -182,7 +183,7 @@ def test_the_crash_case_is_summarised_as_runs_and_ranges() -> None:
             "count": 3,
         }
     ]
-    assert data["components"]["node-2"]["probe"] == [["up", 0.0, end]]  # type: ignore[index]
+    assert data["components"]["node-2"]["probe"] == [["up", 0.0, end]]
     assert "restarts" not in node
 
 
@@ -227,9 +228,9 @@ def test_a_long_timeline_is_shrunk_under_the_limit() -> None:
     prompt = build_prompt(long_case(200))
     assert prompt.size <= MAX_PROMPT_CHARS
     data = fenced_data(prompt.user)
-    assert data["window"]["observations"] == 200  # type: ignore[index]
+    assert data["window"]["observations"] == 200
     assert data["omitted"]  # says what it left out
-    svc = data["components"]["svc-1"]  # type: ignore[index]
+    svc = data["components"]["svc-1"]
     assert svc["restarts"] == [25.0]
     assert svc["latency_p99_ms"]["min"] == 10.0 and svc["latency_p99_ms"]["max"] == 209.0
     assert ["timeout", 0.0, 0.0] in svc["probe"]
