@@ -1,0 +1,54 @@
+"""AC@k, Avg@k, the false-positive rate and the constant baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_operator._accuracy import CaseResult, baseline, engine_accuracy, summarize, write_json
+
+
+def case(
+    scenario: str, expected: str | None, rank: int | None, engine: str = "causal"
+) -> CaseResult:
+    ranked = ("a",) * (rank or 0) if expected else (("x",) if rank else ())
+    return CaseResult(scenario, 1, engine, expected, ranked, rank, 0.5, 0.001)
+
+
+def test_ac_at_k_and_avg_at_5() -> None:
+    results = [
+        case("s1", "crash(n1)", 1),
+        case("s2", "pause(n2)", 2),
+        case("s3", "partition(n2 <-> r)", None),
+        case("s4", "crash(n1)", 4),
+    ]
+    acc = engine_accuracy("causal", results)
+    assert (acc.cases, acc.ac1, acc.ac3) == (4, 0.25, 0.5)
+    # AC@1..5 = .25, .5, .5, .75, .75
+    assert acc.avg5 == pytest.approx((0.25 + 0.5 + 0.5 + 0.75 + 0.75) / 5)
+    assert acc.controls == 0 and acc.false_positive_rate is None
+
+
+def test_false_positives_count_controls_with_any_answer() -> None:
+    results = [case("c1", None, None), case("c2", None, 1), case("s", "crash(n1)", 1)]
+    acc = engine_accuracy("causal", results)
+    assert (acc.controls, acc.false_positive_rate) == (2, 0.5)
+
+
+def test_baseline_answers_the_most_frequent_cause() -> None:
+    results = [case("s1", "crash(n1)", 1), case("s2", "crash(n1)", 1), case("s3", "pause(n2)", 1)]
+    base = baseline(results)
+    assert base is not None
+    assert base.engine == "constant-baseline (crash(n1))"
+    assert base.ac1 == pytest.approx(2 / 3)
+    assert [a.engine for a in summarize(results)] == ["causal", base.engine]
+
+
+def test_json_has_summary_and_cases(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "accuracy.json"
+    write_json(path, [case("s1", "crash(n1)", 1)])
+    doc = json.loads(path.read_text())
+    assert doc["summary"][0]["engine"] == "causal" and doc["summary"][0]["ac1"] == 1.0
+    assert doc["cases"][0]["scenario"] == "s1"

@@ -1,0 +1,131 @@
+"""The action runner: validation, dry-run, approval, kill switch, retries, verification, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_operator._actions import (
+    Action,
+    ActionError,
+    ActionRunner,
+    Approval,
+    Args,
+    Param,
+    Risk,
+)
+
+
+def catalogue(calls: list[str], *, fail_times: int = 0) -> dict[str, Action]:
+    failures = iter(range(fail_times))
+
+    async def run(args: Args) -> str:
+        if next(failures, None) is not None:
+            raise ConnectionError("node did not answer")
+        calls.append(f"set {args['key']}={args['limit']}")
+        return "done"
+
+    async def restart(args: Args) -> str:
+        calls.append(f"restart {args['node']}")
+        return "restarted"
+
+    return {
+        "update_limit": Action(
+            "update_limit",
+            "set a limit",
+            Risk.MEDIUM,
+            (Param("key", str), Param("limit", int, minimum=1, maximum=1000)),
+            run,
+        ),
+        "restart_node": Action(
+            "restart_node",
+            "restart",
+            Risk.HIGH,
+            (Param("node", str, choices=("node-1", "node-2")),),
+            restart,
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("update_limit", {"key": "k"}, "update_limit: missing parameter limit"),
+        ("update_limit", {"key": "k", "limit": 0}, "limit=0: must be >= 1"),
+        ("update_limit", {"key": "k", "limit": "many"}, "limit: expected int, got 'many'"),
+        ("update_limit", {"key": "k", "limit": True}, "limit: expected int, got True"),
+        ("update_limit", {"key": "k", "limit": 5, "x": 1}, "unknown parameter(s) x"),
+        (
+            "restart_node",
+            {"node": "node-9"},
+            "node=node-9: invalid value; valid values: node-1, node-2",
+        ),
+        ("drop_table", {}, "unknown action 'drop_table'; actions: restart_node, update_limit"),
+    ],
+)
+async def test_bad_parameters_are_refused_and_audited(
+    name: str, args: dict[str, object], message: str
+) -> None:
+    calls: list[str] = []
+    runner = ActionRunner(catalogue(calls))
+    with pytest.raises(ActionError) as err:
+        await runner.execute(name, args)
+    assert message in str(err.value)
+    assert calls == []
+
+
+async def test_dry_run_and_kill_switch_do_nothing() -> None:
+    calls: list[str] = []
+    runner = ActionRunner(catalogue(calls), dry_run=True)
+    entry = await runner.execute("update_limit", {"key": "k", "limit": 5})
+    assert entry.outcome == "dry-run" and calls == []
+    runner = ActionRunner(catalogue(calls), kill_switch=True)
+    with pytest.raises(ActionError, match="kill switch is on"):
+        await runner.execute("update_limit", {"key": "k", "limit": 5})
+    assert calls == [] and runner.audit[-1].outcome == "refused"
+
+
+async def test_risky_actions_need_approval() -> None:
+    calls: list[str] = []
+    runner = ActionRunner(catalogue(calls))  # auto up to MEDIUM
+    with pytest.raises(ActionError, match=r"restart_node \(risk high\) was not approved"):
+        await runner.execute("restart_node", {"node": "node-1"})
+    asked: list[str] = []
+
+    async def approve(action: Action, args: Args) -> bool:
+        asked.append(action.name)
+        return True
+
+    runner = ActionRunner(catalogue(calls), approver=approve, approval=Approval.REQUIRED)
+    await runner.execute("update_limit", {"key": "k", "limit": "7"})
+    await runner.execute("restart_node", {"node": "node-1"})
+    assert asked == ["update_limit", "restart_node"]
+    assert calls == ["set k=7", "restart node-1"]
+
+
+async def test_retries_with_backoff_then_verifies() -> None:
+    calls: list[str] = []
+    runner = ActionRunner(catalogue(calls, fail_times=2), retries=2, backoff=0.001)
+    verified = []
+
+    async def verify() -> bool:
+        verified.append(True)
+        return True
+
+    entry = await runner.execute("update_limit", {"key": "k", "limit": 5}, verify=verify)
+    assert (entry.outcome, entry.attempts, calls, verified) == ("ok", 3, ["set k=5"], [True])
+
+    runner = ActionRunner(catalogue([], fail_times=5), retries=1, backoff=0.001)
+    with pytest.raises(ActionError, match="failed after 2 attempts: ConnectionError"):
+        await runner.execute("update_limit", {"key": "k", "limit": 5})
+    assert runner.audit[-1].outcome == "failed"
+
+
+async def test_failed_verification_is_an_error() -> None:
+    runner = ActionRunner(catalogue([]))
+
+    async def verify() -> bool:
+        return False
+
+    with pytest.raises(ActionError, match="ran but verification failed"):
+        await runner.execute("update_limit", {"key": "k", "limit": 5}, verify=verify)
+    assert runner.audit[-1].outcome == "unverified"
