@@ -3,6 +3,7 @@ a line per scenario, the accuracy table, and the accuracy JSON."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 from pytest_operator._accuracy import CaseResult, cause_str, summarize, table, write_json
 from pytest_operator._fixtures import OPERATOR
 from pytest_operator._operator import Operator
-from pytest_operator._serde import case_to_json
+from pytest_operator._serde import case_to_json, to_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +127,6 @@ class Results:
             path = self.json_path()
             write_json(path, self.cases)
             tr.write_line(f"accuracy written to {path}")
+        scenarios = self.config.rootpath / ".run" / "scenarios.json"
+        scenarios.parent.mkdir(parents=True, exist_ok=True)
+        scenarios.write_text(json.dumps([to_data(s) for s in self.scenarios], indent=2) + "\n")
