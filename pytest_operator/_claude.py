@@ -95,7 +95,7 @@ class ClaudeEngine:
         cassette: Cassette | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
-        max_tokens: int = 8192,
+        max_tokens: int = 16_000,
     ) -> None:
         if not model:
             raise ValueError("model must be a Claude model id, e.g. " + DEFAULT_MODEL)

@@ -360,9 +360,7 @@ _NUMERIC: tuple[tuple[str, Callable[[ComponentSignals], float | None]], ...] = (
 )
 
 
-def _component(
-    name: str, seen: list[tuple[float, ComponentSignals]], t0: float, lim: _Limits
-) -> JsonObject:
+def _component(seen: list[tuple[float, ComponentSignals]], t0: float, lim: _Limits) -> JsonObject:
     out: JsonObject = {"probe": _runs(((at, _probe_state(c)) for at, c in seen), t0)}
     for key in ("ready", "degraded", "data_intact"):
         runs = _runs(((at, getattr(c, key)) for at, c in seen), t0)
@@ -524,9 +522,7 @@ def summarize(case: Case, t0: float, lim: _Limits = _LEVELS[0]) -> JsonObject:
             ],
             "links": [lk.name.replace(" -> ", "->") for lk in case.topology.links],
         },
-        "components": {
-            name: _component(name, seen, t0, lim) for name, seen in per_component.items()
-        },
+        "components": {name: _component(seen, t0, lim) for name, seen in per_component.items()},
         "links": _links(obs, t0),
         "divergences": _divergences(obs, t0, lim, notes),
         "safety": _safety(obs, t0, lim, notes),
