@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -389,3 +391,24 @@ async def test_a_recorded_run_replays_without_a_key(
         f"no recorded response for request key {key} in cassette {path}: "
     )
     await engine.aclose()
+
+
+def test_without_the_sdk_the_reason_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "anthropic", None)  # import anthropic -> ImportError
+    reason = "the claude engine needs the anthropic package: pip install 'pytest-operator[claude]'"
+    assert unavailable_reason() == reason
+    with pytest.raises(EngineUnavailable) as info:
+        ClaudeEngine()
+    assert str(info.value) == reason
+
+
+def test_the_engine_modules_load_without_importing_the_sdk() -> None:
+    code = (
+        "import sys\n"
+        "import pytest_operator._claude, pytest_operator._prompt, pytest_operator._cassette\n"
+        "print(sorted(m for m in ('anthropic', 'httpx2') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
