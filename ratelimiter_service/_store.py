@@ -177,12 +177,9 @@ async def _pipeline(client: aioredis.Redis, calls: Sequence[_Call]) -> list[obje
     pool = client.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
     try:
-        commands = [
-            ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls
-        ]
-        await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        await connection.send_packed_command(_pack(calls), check_health=False)
         results: list[object] = []
-        for _ in commands:
+        for _ in calls:
             try:
                 results.append(await connection.read_response())
             except ResponseError as error:
@@ -193,6 +190,25 @@ async def _pipeline(client: aioredis.Redis, calls: Sequence[_Call]) -> list[obje
         raise
     finally:
         await pool.release(connection)
+
+
+def _bulk(value: Arg) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _pack(calls: Sequence[_Call]) -> bytes:
+    """EVALSHA commands in the Redis protocol (RESP), all in one buffer."""
+    out = bytearray()
+    for call in calls:
+        out += b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(call.keys) + len(call.args))
+        out += _bulk(call.script.sha)
+        out += _bulk(len(call.keys))
+        for key in call.keys:
+            out += _bulk(key)
+        for arg in call.args:
+            out += _bulk(arg)
+    return bytes(out)
 
 
 def _describe(error: BaseException) -> str:
