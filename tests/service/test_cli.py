@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ratelimiter_service._config import Algorithm, ClockSource, Policy, resolve
+from ratelimiter_service._config import Algorithm, ClockSource, ConfigError, Policy, resolve
 from tests.service.conftest import ROOT
 
 REQUIRED = ["--node-id", "n1", "--port", "8001", "--redis-url", "redis://127.0.0.1:6379/0"]
@@ -57,10 +57,21 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
         ),
     ],
 )
-def test_bad_option_exits_2_with_one_clear_line(args: list[str], message: str) -> None:
-    result = _run([*REQUIRED, *args])
+def test_bad_option_is_named_with_its_value_and_the_valid_ones(
+    args: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve([*REQUIRED, *args], {})
+    assert str(raised.value) == message
+
+
+def test_bad_option_exits_2_with_one_clear_line() -> None:
+    result = _run([*REQUIRED, "--policy", "bogus"])
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"ratelimiter_service: error: {message}"]
+    assert result.stderr.strip().splitlines() == [
+        "ratelimiter_service: error: --policy: invalid value 'bogus' "
+        "(valid: fail_open, fail_closed, local)"
+    ]
 
 
 def test_bad_environment_value_is_named_like_a_flag() -> None:
@@ -73,18 +84,16 @@ def test_bad_environment_value_is_named_like_a_flag() -> None:
 
 
 def test_missing_required_option() -> None:
-    result = _run(["--port", "8001", "--redis-url", "redis://127.0.0.1:6379/0"])
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "ratelimiter_service: error: --node-id: missing (required; or set RL_NODE_ID)"
-    )
+    with pytest.raises(ConfigError) as raised:
+        resolve(["--port", "8001", "--redis-url", "redis://127.0.0.1:6379/0"], {})
+    assert str(raised.value) == "--node-id: missing (required; or set RL_NODE_ID)"
 
 
 def test_bad_redis_url() -> None:
-    result = _run(["--node-id", "n1", "--port", "8001", "--redis-url", "http://x"])
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "ratelimiter_service: error: --redis-url: invalid value 'http://x' "
+    with pytest.raises(ConfigError) as raised:
+        resolve(["--node-id", "n1", "--port", "8001", "--redis-url", "http://x"], {})
+    assert str(raised.value) == (
+        "--redis-url: invalid value 'http://x' "
         "(valid: redis://HOST:PORT/DB, rediss://HOST:PORT/DB or unix:///PATH)"
     )
 
