@@ -353,9 +353,11 @@ class Workload:
     """Drives an open-loop pattern at targets through a requester into a history.
 
     ``timeout`` bounds each request (then it is recorded as ``timeout``);
-    ``max_in_flight`` caps concurrent requests (past it, arrivals are dropped
-    and counted in :attr:`dropped`); ``choice`` is ``"round_robin"`` or
-    ``"random"`` (seeded by ``seed``).
+    ``max_in_flight`` caps concurrent requests, and ``max_lag`` how far behind
+    its schedule an arrival may still be sent (seconds): past either, arrivals
+    are dropped and counted in :attr:`dropped`, so an overloaded generator
+    sheds load visibly instead of spiralling. ``choice`` is ``"round_robin"``
+    or ``"random"`` (seeded by ``seed``).
     """
 
     def __init__(
@@ -366,6 +368,7 @@ class Workload:
         *,
         timeout: float = 2.0,
         max_in_flight: int = 10_000,
+        max_lag: float = 1.0,
         choice: str = "round_robin",
         seed: int = 0,
     ) -> None:
@@ -377,11 +380,14 @@ class Workload:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+        if not max_lag > 0:
+            raise ValueError(f"max_lag must be > 0 seconds, got {max_lag!r}")
         self.requester = requester
         self.targets = tuple(targets)
         self.history = history if history is not None else History()
         self.timeout = timeout
         self.max_in_flight = max_in_flight
+        self.max_lag = max_lag
         self.choice = choice
         self.seed = seed
         self.dropped = 0
@@ -527,7 +533,7 @@ class Workload:
                 await asyncio.sleep(0)
             launched_without_yield += 1
             target, key = next(target_stream), next(key_stream)
-            if len(self._in_flight) >= self.max_in_flight:
+            if len(self._in_flight) >= self.max_in_flight or -delay > self.max_lag:
                 self.dropped += 1
                 continue
             task = loop.create_task(self._one(next(self._index), target, key, clock.to_epoch(due)))

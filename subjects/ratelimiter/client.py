@@ -8,8 +8,9 @@ Throughput matters here (the workload must offer thousands of requests per
 second from one process), so this is a small HTTP/1.1 client over asyncio
 streams with a keep-alive connection pool per node, not a general one: it
 speaks exactly what ``/check`` needs (a JSON POST; a reply framed by
-Content-Length, chunked, or connection close). httpx costs several times more
-CPU per request (see benchmarks/bench_workload.py).
+Content-Length, chunked, or connection close), each connection an
+asyncio.Protocol that parses the reply as its bytes arrive. httpx costs several
+times more CPU per request (see benchmarks/bench_workload.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from pytest_operator._history import Outcome
@@ -26,6 +28,7 @@ from pytest_operator._workload import Response
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
+REQUEST_CACHE_SIZE = 10_000  # encoded requests kept per node (keys repeat under load)
 
 
 class HttpError(Exception):
@@ -73,12 +76,77 @@ class _Reply:
     keep_alive: bool
 
 
-class _Connection:
-    __slots__ = ("reader", "writer")
+class ClosedBeforeReply(ConnectionError):
+    """The node closed the connection before any byte of a reply (for a reused
+    connection: it had closed while idle, and never saw the request)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time, the reply parsed as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.WriteTransport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[_Reply] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TCP transport writes; uvloop's do not subclass asyncio.WriteTransport.
+        self.transport = cast(asyncio.WriteTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._try_complete(eof=False)
+
+    def eof_received(self) -> bool:
+        self._try_complete(eof=True)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            self._try_complete(eof=True)
+            if not waiter.done():
+                if not self.buffer:
+                    waiter.set_exception(
+                        ClosedBeforeReply("the node closed the connection before any reply")
+                    )
+                else:
+                    waiter.set_exception(
+                        HttpError(f"connection closed mid-reply after {len(self.buffer)} bytes")
+                    )
+
+    def _try_complete(self, *, eof: bool) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            parsed = parse_reply(bytes(self.buffer), eof=eof)
+        except HttpError as exc:
+            waiter.set_exception(exc)
+            return
+        if parsed is not None:
+            reply, used = parsed
+            del self.buffer[:used]
+            waiter.set_result(reply)
+
+    async def exchange(self, request: bytes) -> _Reply:
+        assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise ClosedBeforeReply("connection already closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.buffer.clear()
+        self.transport.write(request)
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Pool:
@@ -93,15 +161,21 @@ class _Pool:
         self.prefix = parts.path.rstrip("/")
         self.idle: deque[_Connection] = deque()
         self.slots = asyncio.Semaphore(size)
+        self.requests: dict[tuple[str, int], bytes] = {}  # encoded requests by (key, cost)
         host_header = parts.netloc
         self.head_template = (
             f"POST {self.prefix}/check HTTP/1.1\r\nHost: {host_header}\r\n"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
 
+    async def connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(_Connection, self.host, self.port)
+        return conn
+
     def close(self) -> None:
         while self.idle:
-            self.idle.popleft().writer.close()
+            self.idle.popleft().close()
 
 
 class RateLimiterClient:
@@ -135,7 +209,7 @@ class RateLimiterClient:
                 reply = await self._post(target, key, self.cost)
         except TimeoutError:
             return Response(Outcome.TIMEOUT, f"no reply within {self.timeout} s")
-        except (OSError, EOFError, HttpError, asyncio.IncompleteReadError) as exc:
+        except (OSError, HttpError) as exc:
             return Response(Outcome.ERROR, f"transport: {exc!r}")
         if reply.status != 200:
             text = reply.body[:200].decode("utf-8", "replace")
@@ -169,49 +243,51 @@ class RateLimiterClient:
         except KeyError:
             known = ", ".join(sorted(self._pools))
             raise ValueError(f"unknown target {target!r} (known: {known})") from None
-        body = json.dumps({"key": key, "cost": cost}).encode()
-        request = pool.head_template + b"%d\r\n\r\n" % len(body) + body
+        request = pool.requests.get((key, cost))
+        if request is None:
+            body = json.dumps({"key": key, "cost": cost}).encode()
+            request = pool.head_template + b"%d\r\n\r\n" % len(body) + body
+            if len(pool.requests) < REQUEST_CACHE_SIZE:
+                pool.requests[(key, cost)] = request
         async with pool.slots:
             while pool.idle:
                 # A reused connection the node has closed fails before any reply byte:
                 # the node never saw the request, so sending it again is safe.
-                conn = pool.idle.pop()
                 try:
-                    return await self._exchange(pool, conn, request)
-                except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                    if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
-                        raise
-            reader, writer = await asyncio.open_connection(pool.host, pool.port)
-            return await self._exchange(pool, _Connection(reader, writer), request)
+                    return await self._exchange(pool, pool.idle.pop(), request)
+                except ClosedBeforeReply:
+                    continue
+            return await self._exchange(pool, await pool.connect(), request)
 
     async def _exchange(self, pool: _Pool, conn: _Connection, request: bytes) -> _Reply:
         keep = False
         try:
-            conn.writer.write(request)
-            reply = await read_reply(conn.reader)
+            reply = await conn.exchange(request)
             keep = reply.keep_alive and not self._closed
             return reply
         finally:
             if keep:
                 pool.idle.append(conn)
             else:
-                conn.writer.close()
+                conn.close()
 
 
-async def read_reply(reader: asyncio.StreamReader) -> _Reply:
-    """Read one HTTP/1.x reply: status line, headers, and a body framed by
-    Content-Length, chunked transfer coding, or the end of the connection."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError as exc:
-        raise HttpError("reply head too long") from exc
-    if len(head) > MAX_HEAD_BYTES:
-        raise HttpError("reply head too long")
-    lines = head[:-4].split(b"\r\n")
+def parse_reply(data: bytes, *, eof: bool) -> tuple[_Reply, int] | None:
+    """Parse one HTTP/1.x reply at the start of ``data``: status line, headers, and a
+    body framed by Content-Length, chunked transfer coding, or the end of the
+    connection (``eof``). Returns the reply and the bytes it used, or None when more
+    bytes are needed; a malformed reply raises HttpError."""
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        if len(data) > MAX_HEAD_BYTES:
+            raise HttpError("reply head too long")
+        if eof and data:
+            raise HttpError(f"connection closed inside the reply head: {data[:100]!r}")
+        return None
+    lines = data[:head_end].split(b"\r\n")
     status_line = lines[0].split(None, 2)
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
         raise HttpError(f"bad status line {lines[0][:100]!r}")
-    version = status_line[0]
     try:
         status = int(status_line[1])
     except ValueError:
@@ -224,42 +300,68 @@ async def read_reply(reader: asyncio.StreamReader) -> _Reply:
             raise HttpError(f"bad header line {line[:100]!r}")
         headers[name.strip().lower()] = value.strip()
     connection = headers.get(b"connection", b"").lower()
-    keep_alive = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
+    keep_alive = (
+        connection != b"close" if status_line[0] == b"HTTP/1.1" else connection == b"keep-alive"
+    )
+    start = head_end + 4
     if status in (204, 304) or 100 <= status < 200:
-        return _Reply(status, reason, b"", keep_alive)
+        return _Reply(status, reason, b"", keep_alive), start
     if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        body = await _read_chunked(reader)
-    elif b"content-length" in headers:
+        parsed = _parse_chunked(data, start)
+        if parsed is None:
+            if eof:
+                raise HttpError("connection closed inside a chunked body")
+            return None
+        body, end = parsed
+        return _Reply(status, reason, body, keep_alive), end
+    if b"content-length" in headers:
         try:
             length = int(headers[b"content-length"])
         except ValueError:
             raise HttpError(f"bad Content-Length {headers[b'content-length']!r}") from None
         if not 0 <= length <= MAX_BODY_BYTES:
             raise HttpError(f"Content-Length {length} out of bounds")
-        body = await reader.readexactly(length)
-    else:
-        body = await reader.read(MAX_BODY_BYTES)
-        keep_alive = False
-    return _Reply(status, reason, body, keep_alive)
+        if len(data) < start + length:
+            if eof:
+                raise HttpError(
+                    f"connection closed after {len(data) - start} of {length} body bytes"
+                )
+            return None
+        return _Reply(status, reason, data[start : start + length], keep_alive), start + length
+    if len(data) - start > MAX_BODY_BYTES:
+        raise HttpError("reply body too long")
+    if not eof:
+        return None  # framed by the end of the connection
+    return _Reply(status, reason, data[start:], False), len(data)
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _parse_chunked(data: bytes, at: int) -> tuple[bytes, int] | None:
     parts: list[bytes] = []
     total = 0
     while True:
-        size_line = await reader.readuntil(b"\r\n")
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            return None
         try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            size = int(data[at:line_end].split(b";", 1)[0].strip(), 16)
         except ValueError:
-            raise HttpError(f"bad chunk size {size_line[:100]!r}") from None
+            raise HttpError(f"bad chunk size {data[at:line_end][:100]!r}") from None
+        at = line_end + 2
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
-            return b"".join(parts)
+            while True:  # trailers, up to an empty line
+                line_end = data.find(b"\r\n", at)
+                if line_end < 0:
+                    return None
+                empty = line_end == at
+                at = line_end + 2
+                if empty:
+                    return b"".join(parts), at
         total += size
         if total > MAX_BODY_BYTES:
             raise HttpError("chunked reply too long")
-        chunk = await reader.readexactly(size + 2)
-        if chunk[-2:] != b"\r\n":
+        if len(data) < at + size + 2:
+            return None
+        if data[at + size : at + size + 2] != b"\r\n":
             raise HttpError("chunk not terminated by CRLF")
-        parts.append(chunk[:-2])
+        parts.append(data[at : at + size])
+        at += size + 2

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from pytest_operator._history import Outcome
-from subjects.ratelimiter.client import Decision, HttpError, RateLimiterClient
+from subjects.ratelimiter.client import Decision, HttpError, RateLimiterClient, parse_reply
 from tests.workload.standin import StandinNode
 
 
@@ -24,7 +24,11 @@ from tests.workload.standin import StandinNode
         ("boom", Outcome.ERROR, "HTTP 500 Internal Server Error: redis is down"),
         ("garbage", Outcome.ERROR, "reply is not JSON: b'not json!'"),
         ("noallowed", Outcome.ERROR, 'reply has no boolean "allowed": b\'{"limit":1}\''),
-        ("drop", Outcome.ERROR, "transport: IncompleteReadError('0 bytes read on a total of"),
+        (
+            "drop",
+            Outcome.ERROR,
+            "transport: ClosedBeforeReply('the node closed the connection before any reply')",
+        ),
     ],
 )
 async def test_replies_map_to_outcomes(
@@ -144,3 +148,63 @@ async def test_bad_configuration_and_targets_are_named(node: StandinNode) -> Non
             await client("n9", "allow")
     finally:
         await client.aclose()
+
+
+def test_parse_reply_waits_for_every_byte_then_consumes_exactly_one_reply() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + b"HTTP/1.1 204 No"
+    for cut in range(len(reply) - 15):
+        assert parse_reply(reply[:cut], eof=False) is None
+    parsed = parse_reply(reply, eof=False)
+    assert parsed is not None
+    first, used = parsed
+    assert (first.status, first.reason, first.body, first.keep_alive, used) == (
+        200,
+        "OK",
+        b"hello",
+        True,
+        len(reply) - 15,
+    )
+
+
+def test_parse_reply_chunked_with_extensions_and_trailers() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n"
+    assert parse_reply(chunked, eof=False) is None
+    full = chunked + b"0\r\nX-T: 1\r\n\r\n"
+    parsed = parse_reply(full, eof=False)
+    assert parsed is not None and parsed[0].body == b"abcde" and parsed[1] == len(full)
+    with pytest.raises(HttpError, match=r"^connection closed inside a chunked body$"):
+        parse_reply(chunked, eof=True)
+
+
+def test_parse_reply_framed_by_the_end_of_the_connection() -> None:
+    data = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nbody, then EOF"
+    assert parse_reply(data, eof=False) is None
+    parsed = parse_reply(data, eof=True)
+    assert parsed is not None
+    assert (parsed[0].body, parsed[0].keep_alive) == (b"body, then EOF", False)
+
+
+@pytest.mark.parametrize(
+    ("data", "eof", "message"),
+    [
+        (b"SMTP 220 hi\r\n\r\n", False, "bad status line b'SMTP 220 hi'"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", False, "bad status line b'HTTP/1.1 abc OK'"),
+        (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", False, "bad header line b'no colon'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", False, "bad Content-Length b'x'"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+            True,
+            "connection closed after 3 of 9 body bytes",
+        ),
+        (b"HTTP/1.1 200 O", True, "connection closed inside the reply head: b'HTTP/1.1 200 O'"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            False,
+            "bad chunk size b'zz'",
+        ),
+    ],
+)
+def test_parse_reply_refuses_malformed_replies(data: bytes, eof: bool, message: str) -> None:
+    with pytest.raises(HttpError) as info:
+        parse_reply(data, eof=eof)
+    assert str(info.value) == message

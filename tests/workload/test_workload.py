@@ -26,13 +26,20 @@ def _workload(
     *,
     timeout: float = 2.0,
     max_in_flight: int = 10_000,
+    max_lag: float = 1.0,
     choice: str = "round_robin",
     seed: int = 0,
 ) -> Workload:
     """A workload whose targets all name the stand-in node."""
     client = RateLimiterClient({t: node.url for t in targets}, timeout=10.0)
     return Workload(
-        client, targets, timeout=timeout, max_in_flight=max_in_flight, choice=choice, seed=seed
+        client,
+        targets,
+        timeout=timeout,
+        max_in_flight=max_in_flight,
+        max_lag=max_lag,
+        choice=choice,
+        seed=seed,
     )
 
 
@@ -132,6 +139,22 @@ async def test_past_the_in_flight_cap_arrivals_are_dropped_not_delayed(node: Sta
         stats = workload.lateness()
     assert len(history) == 3
     assert stats.dropped == 47 and stats.sent == 3
+
+
+async def test_arrivals_too_far_behind_schedule_are_dropped(node: StandinNode) -> None:
+    async with _workload(node, max_lag=0.1) as workload:
+        await workload.start(steady(500, 1.0), "allow")
+        await asyncio.sleep(0.2)
+        time.sleep(0.5)  # block the event loop: the generator falls 0.5 s behind
+        await workload.wait()
+        await workload.stop()
+    stats = workload.lateness()
+    assert stats.sent + stats.dropped == 500
+    assert stats.sent == len(workload.history)
+    assert stats.dropped >= 100  # about 0.4 s x 500/s were more than 0.1 s late
+    # Without the cap ~200 sends would leave over 0.15 s late; with it, only the few
+    # launched on time just before the block (their tasks ran after it).
+    assert sum(1 for op in workload.history.ops if op.lateness > 0.15) <= 20
 
 
 async def test_misuse_is_refused_with_the_reason(node: StandinNode) -> None:
