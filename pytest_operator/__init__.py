@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_operator._actions import Action, ActionError, Param, Risk
+    from pytest_operator._cassette import Cassette, CassetteMiss
     from pytest_operator._causal import CausalEngine
     from pytest_operator._causes import FaultKind, RootCause
     from pytest_operator._chaos import (
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
         reset_peer,
         restart_with_data_loss,
     )
-    from pytest_operator._diagnosis import Diagnosis, Hypothesis
+    from pytest_operator._claude import ClaudeEngine, ClaudeResponseError
+    from pytest_operator._diagnosis import Diagnosis, EngineUnavailable, Hypothesis
     from pytest_operator._history import History, Op, Outcome
     from pytest_operator._invariants import Category, Finding, Invariant, Violation
     from pytest_operator._monitor import MonitorRun
@@ -64,6 +66,8 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Action", "ActionError", "Param", "Risk"), "_actions"),
     "CausalEngine": "_causal",
+    **dict.fromkeys(("Cassette", "CassetteMiss"), "_cassette"),
+    **dict.fromkeys(("ClaudeEngine", "ClaudeResponseError"), "_claude"),
     **dict.fromkeys(("FaultKind", "RootCause"), "_causes"),
     **dict.fromkeys(
         (
@@ -82,7 +86,7 @@ _EXPORTS: dict[str, str] = {
         ),
         "_chaos",
     ),
-    **dict.fromkeys(("Diagnosis", "Hypothesis"), "_diagnosis"),
+    **dict.fromkeys(("Diagnosis", "EngineUnavailable", "Hypothesis"), "_diagnosis"),
     **dict.fromkeys(("History", "Op", "Outcome"), "_history"),
     **dict.fromkeys(("Category", "Finding", "Invariant", "Violation"), "_invariants"),
     "MonitorRun": "_monitor",
@@ -108,13 +112,18 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "Action",
     "ActionError",
+    "Cassette",
+    "CassetteMiss",
     "Category",
     "CausalEngine",
+    "ClaudeEngine",
+    "ClaudeResponseError",
     "Component",
     "ComponentKind",
     "ComponentSignals",
     "Diagnosis",
     "Divergence",
+    "EngineUnavailable",
     "Fact",
     "Fault",
     "FaultKind",

@@ -200,23 +200,66 @@ def operator(
     subject: SubjectSession,
     injections: InjectionLog,
     operator_options: OperatorOptions,
+    operator_engines: list[DiagnosisEngine],
 ) -> Operator:
     op = Operator(
         subject,
         injections,
         interval=operator_options.observe_interval,
-        engines=_engines(operator_options),
+        engines=operator_engines,
     )
     request.node.stash[OPERATOR] = op
     return op
 
 
-def _engines(options: OperatorOptions) -> list[DiagnosisEngine]:
+def build_engines(options: OperatorOptions) -> tuple[list[DiagnosisEngine], list[str]]:
+    """The engines ``--diagnoser`` asks for, and why any of them cannot run here.
+
+    ``claude`` asked for explicitly but unavailable is a usage error; under ``all`` it is
+    left out with its reason (shown in the header and the summary), never replaced.
+    """
     from pytest_operator._causal import CausalEngine
 
-    if options.diagnoser is DiagnoserChoice.CAUSAL:
-        return [CausalEngine()]
-    raise pytest.UsageError(f"--diagnoser={options.diagnoser} is not available yet; use causal")
+    engines: list[DiagnosisEngine] = []
+    skipped: list[str] = []
+    if options.diagnoser in (DiagnoserChoice.CAUSAL, DiagnoserChoice.ALL):
+        engines.append(CausalEngine())
+    if options.diagnoser in (DiagnoserChoice.CLAUDE, DiagnoserChoice.ALL):
+        from pytest_operator._cassette import Cassette
+        from pytest_operator._claude import DEFAULT_MODEL, ClaudeEngine, unavailable_reason
+
+        mode = options.cassette_mode()
+        cassette = None
+        if mode is not None:
+            path, how = mode
+            try:
+                cassette = Cassette(path, "record" if how == "record" else "replay")
+            except ValueError as exc:
+                raise pytest.UsageError(f"--claude-{how}: {exc}") from None
+        reason = unavailable_reason(cassette)
+        if reason is None:
+            engines.append(ClaudeEngine(options.claude_model or DEFAULT_MODEL, cassette=cassette))
+        elif options.diagnoser is DiagnoserChoice.CLAUDE:
+            raise pytest.UsageError(f"--diagnoser=claude: {reason}")
+        else:
+            skipped.append(f"claude: {reason}")
+    return engines, skipped
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def operator_engines(
+    pytestconfig: pytest.Config, operator_options: OperatorOptions
+) -> AsyncIterator[list[DiagnosisEngine]]:
+    from pytest_operator.plugin import ENGINES
+
+    engines = pytestconfig.stash[ENGINES]
+    try:
+        yield engines
+    finally:
+        for engine in engines:
+            close = getattr(engine, "aclose", None)
+            if close is not None:
+                await close()
 
 
 def _marked_faults(item: pytest.Item) -> list[Fault]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -32,6 +33,9 @@ class OperatorOptions:
     observe_interval: float
     diagnoser: DiagnoserChoice
     trials: int
+    claude_model: str | None = None
+    claude_record: Path | None = None
+    claude_replay: Path | None = None
 
     def header(self) -> str:
         return (
@@ -39,6 +43,13 @@ class OperatorOptions:
             f" nodes={self.nodes} observe-interval={self.observe_interval}s"
             f" diagnoser={self.diagnoser} trials={self.trials}"
         )
+
+    def cassette_mode(self) -> tuple[Path, str] | None:
+        if self.claude_record is not None:
+            return self.claude_record, "record"
+        if self.claude_replay is not None:
+            return self.claude_replay, "replay"
+        return None
 
 
 _OPTIONS: tuple[tuple[str, str, str | None, str], ...] = (
@@ -54,6 +65,19 @@ _OPTIONS: tuple[tuple[str, str, str | None, str], ...] = (
     ),
     ("--diagnoser", "operator_diagnoser", "causal", "diagnosis engine: causal, claude or all"),
     ("--trials", "operator_trials", "1", "how many times each scenario runs"),
+    ("--claude-model", "operator_claude_model", None, "the Claude model id of the claude engine"),
+    (
+        "--claude-record",
+        "operator_claude_record",
+        None,
+        "store the claude engine's responses in this file (needs ANTHROPIC_API_KEY)",
+    ),
+    (
+        "--claude-replay",
+        "operator_claude_replay",
+        None,
+        "answer the claude engine's requests from responses recorded in this file (no key)",
+    ),
 )
 
 
@@ -98,6 +122,14 @@ def _number(config: pytest.Config, ini: str, flag: str, kind: type[N], minimum: 
 def resolve(config: pytest.Config) -> OperatorOptions:
     """Read every option (flag first, then ini, then default); a bad value is a UsageError."""
     interval = _number(config, "operator_observe_interval", "--observe-interval", float, 0.01)
+    record = _raw(config, "operator_claude_record")
+    replay = _raw(config, "operator_claude_replay")
+    if record and replay:
+        raise pytest.UsageError(
+            f"--claude-record={record} and --claude-replay={replay}: choose one"
+        )
+    if replay and not Path(replay).is_file():
+        raise pytest.UsageError(f"--claude-replay={replay}: no such file")
     return OperatorOptions(
         subject=_raw(config, "operator_subject"),
         backend=_choice(config, "operator_cluster", "--cluster", Backend),
@@ -105,4 +137,7 @@ def resolve(config: pytest.Config) -> OperatorOptions:
         observe_interval=interval,
         diagnoser=_choice(config, "operator_diagnoser", "--diagnoser", DiagnoserChoice),
         trials=_number(config, "operator_trials", "--trials", int, 1),
+        claude_model=_raw(config, "operator_claude_model"),
+        claude_record=Path(record) if record else None,
+        claude_replay=Path(replay) if replay else None,
     )

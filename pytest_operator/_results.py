@@ -124,6 +124,10 @@ class Results:
             tr.write_sep("=", "operator: diagnosis accuracy")
             for line in table(summarize(self.cases)):
                 tr.write_line(line)
+            from pytest_operator.plugin import SKIPPED_ENGINES
+
+            for why in self.config.stash.get(SKIPPED_ENGINES, []):
+                tr.write_line(f"not run: {why}")
             path = self.json_path()
             write_json(path, self.cases)
             tr.write_line(f"accuracy written to {path}")

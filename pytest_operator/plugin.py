@@ -7,12 +7,18 @@ run the monitor are in ``_fixtures`` and load only when a test asks for them.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_operator import _options, _registry
 
+if TYPE_CHECKING:
+    from pytest_operator._diagnosis import DiagnosisEngine
+
 OPTIONS = pytest.StashKey[_options.OperatorOptions]()
+ENGINES = pytest.StashKey[list["DiagnosisEngine"]]()
+SKIPPED_ENGINES = pytest.StashKey[list[str]]()
 
 MARKERS = (
     "subject(name, **options): the subject this scenario is written for, and the options"
@@ -36,13 +42,25 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_operator import _fixtures
 
     config.pluginmanager.register(_fixtures, "operator-fixtures")
+    engines, skipped = _fixtures.build_engines(opts)
+    config.stash[ENGINES] = engines
+    config.stash[SKIPPED_ENGINES] = skipped
     from pytest_operator._results import Results
 
     config.pluginmanager.register(Results(config), "operator-results")
+    alluredir = getattr(config.option, "allure_report_dir", None)  # set by allure-pytest
+    if alluredir:
+        from pytest_operator._allure import AllureReporting
+
+        config.pluginmanager.register(AllureReporting(config, alluredir), "operator-allure")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return config.stash[OPTIONS].header()
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [config.stash[OPTIONS].header()]
+    lines += [
+        f"operator: engine unavailable, left out: {why}" for why in config.stash[SKIPPED_ENGINES]
+    ]
+    return lines
 
 
 def _marked_subject(item: pytest.Item) -> str | None:

@@ -89,3 +89,55 @@ def test_scenarios_for_another_subject_are_skipped_with_reason(
     result = pytester.runpytest("-rs", "--subject=ratelimiter", "-p", "no:randomly")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*scenario for subject tikv; this run's is ratelimiter"])
+
+
+def test_claude_asked_for_without_a_key_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest("--diagnoser=claude")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --diagnoser=claude: ANTHROPIC_API_KEY is not set: the claude engine*"]
+    )
+
+
+def test_all_without_a_key_runs_causal_and_says_why_claude_is_left_out(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest("--diagnoser=all")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["operator: engine unavailable, left out: claude: ANTHROPIC_API_KEY is not set*"]
+    )
+
+
+def test_record_and_replay_together_or_a_missing_cassette_are_usage_errors(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest("--claude-record=a.json", "--claude-replay=b.json")
+    result.stderr.fnmatch_lines(
+        ["ERROR: --claude-record=a.json and --claude-replay=b.json: choose one"]
+    )
+    result = pytester.runpytest("--diagnoser=claude", "--claude-replay=missing.json")
+    result.stderr.fnmatch_lines(["ERROR: --claude-replay=missing.json: no such file"])
+
+
+def test_replay_cassette_makes_claude_available_without_a_key(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    pytester.makepyfile(PASSING)
+    (pytester.path / "cassette.json").write_text('{"entries": {}}')
+    result = pytester.runpytest("--diagnoser=all", "--claude-replay=cassette.json")
+    result.assert_outcomes(passed=1)
+    assert "left out" not in result.stdout.str()
+    (pytester.path / "bad.json").write_text("[]")
+    result = pytester.runpytest("--diagnoser=claude", "--claude-replay=bad.json")
+    result.stderr.fnmatch_lines(
+        ["ERROR: --claude-replay: cassette bad.json is not a cassette file*"]
+    )
