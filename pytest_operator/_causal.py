@@ -133,7 +133,29 @@ class _Features:
                     f.safety += 1
                     f.safety_at = f.safety_at or obs.at
         self.safety_components = {n for n, f in self.components.items() if f.safety}
-        self.safety_categories = any(v.category is Category.SAFETY for v in case.violations)
+        self.violated: dict[str, set[Category]] = defaultdict(set)
+        self.violation_at: dict[tuple[str, Category], float] = {}
+        for v in case.violations:
+            self.violated[v.component].add(v.category)
+            key = (v.component, v.category)
+            self.violation_at[key] = min(self.violation_at.get(key, v.confirmed_at), v.confirmed_at)
+        self.dependents: dict[str, set[str]] = defaultdict(set)
+        for edge in case.topology.links:
+            self.dependents[edge.target].add(edge.source)
+
+    def explained(
+        self, components: set[str], categories: set[Category]
+    ) -> tuple[str, float] | None:
+        """A confirmed violation at one of ``components`` in one of ``categories``."""
+        found = [
+            (self.violation_at[(c, cat)], f"{cat} violation at {c}")
+            for c in sorted(components)
+            for cat in sorted(self.violated.get(c, set()) & categories)
+        ]
+        if not found:
+            return None
+        at, text = min(found)
+        return text, at
 
     def link_p99(self, key: tuple[str, str]) -> tuple[float, float | None]:
         lat = self.links[key].latencies if key in self.links else []
@@ -163,6 +185,21 @@ class _Scorer:
     def add(self, weight: float, text: str, at: float | None = None) -> None:
         self.score += weight
         (self.pro if weight > 0 else self.con).append(Evidence(text, at))
+
+
+AVAILABILITY = {Category.AVAILABILITY}
+ANY = set(Category)
+
+
+def _explains(
+    s: _Scorer, f: _Features, components: set[str], categories: set[Category], what: str
+) -> None:
+    """A hypothesis must explain a confirmed violation; one that explains none is doubted."""
+    found = f.explained(components, categories)
+    if found is not None:
+        s.add(2, f"explains the {found[0]}", found[1])
+    else:
+        s.add(-2, f"explains no confirmed violation ({what})")
 
 
 def _first(times: list[float]) -> float | None:
@@ -264,6 +301,7 @@ class CausalEngine:
             )
             if c.safety:
                 skew.add(1, f"safety broke at {name}", c.safety_at)
+            _explains(skew, f, {name}, ANY, f"nothing violated at {name}")
         out.append(skew)
 
         if kind is ComponentKind.DATASTORE:
@@ -275,6 +313,14 @@ class CausalEngine:
                 loss.add(1, f"{name} restarted", restarted)
             if len(f.safety_components) >= 2 and c.data_lost_at is not None:
                 loss.add(1, f"safety broke on {len(f.safety_components)} components at once")
+            if c.data_lost_at is not None:
+                _explains(
+                    loss,
+                    f,
+                    set(f.violated),
+                    {Category.SAFETY, Category.CONSISTENCY},
+                    "no safety or consistency violation",
+                )
             out.append(loss)
         return out
 
@@ -284,8 +330,13 @@ class CausalEngine:
         part = _Scorer(RootCause(FaultKind.PARTITION, a, b))
         lat = _Scorer(RootCause(FaultKind.LATENCY, a, b))
         bw = _Scorer(RootCause(FaultKind.BANDWIDTH, a, b))
+        if len(lf.down) == 1:
+            part.add(
+                1, f"{a}'s calls to {b} failed once (a blip, or the start of a cut)", lf.down[0]
+            )
+        elif lf.down:
+            part.add(3, f"{a}'s calls to {b} failed {len(lf.down)} times", lf.down[0])
         if lf.down:
-            part.add(3, f"{a}'s calls to {b} failed {len(lf.down)} time(s)", lf.down[0])
             lat.add(-2, f"{a}'s link to {b} failed outright", lf.down[0])
             bw.add(-2, f"{a}'s link to {b} failed outright", lf.down[0])
             if cb is not None and not cb.unreachable:
@@ -299,6 +350,14 @@ class CausalEngine:
             part.add(-3, f"{b} itself stopped answering", _first(cb.refused or cb.timeouts))
         if ca is not None and ca.unreachable and not lf.down:
             part.add(-1, f"{a} itself stopped answering")
+        if lf.down:
+            _explains(
+                part,
+                f,
+                {a},
+                {Category.AVAILABILITY, Category.CONSISTENCY},
+                f"no availability or consistency violation at {a}",
+            )
 
         p99, at = f.link_p99((a, b))
         others_p99 = [f.link_p99(k)[0] for k in f.links if k[1] == b and k[0] != a]
@@ -310,6 +369,8 @@ class CausalEngine:
             bw.add(2, f"{a}'s calls to {b} slowed to p99 {p99:.0f} ms", at)
             if ca is not None and ca.latencies and max(ca.latencies) > LINK_LATENCY_FLOOR_MS:
                 lat.add(1, f"{a}'s own latency rose to {max(ca.latencies):.0f} ms")
+            for s in (lat, bw):
+                _explains(s, f, {a}, {Category.LATENCY}, f"no latency violation at {a}")
         return [part, lat, bw]
 
     def _traffic(self, f: _Features, case: Case) -> list[_Scorer]:
@@ -333,4 +394,7 @@ class CausalEngine:
         if infra:
             overload.add(-2, "infrastructure signals point elsewhere")
             misconf.add(-2, "infrastructure signals point elsewhere")
+        if f.safety_components:
+            for s in (overload, misconf):
+                _explains(s, f, set(f.violated), {Category.SAFETY}, "no safety violation")
         return [overload, misconf]
