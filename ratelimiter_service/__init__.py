@@ -56,8 +56,8 @@ the node's local view, ``source: local``, while degraded with policy ``local``),
 ``GET|PUT|DELETE /api/limits/{key}``, ``POST /api/counters/{key}/reset``,
 ``GET /api/blocks`` (recent denials), ``GET /metrics`` (Prometheus, ``ratelimiter_*``).
 Mutations require ``Authorization: Bearer <token>`` when ``--token`` is set (401
-without, 403 when wrong). Bad input gets 422 with ``{"error": message}``; a body over
-4 KiB gets 413.
+without, 403 when wrong). Bad input gets 422 with ``{"error": message}``, a body over
+4 KiB included (the project's contract: bad input is 422, never 500).
 """
 
 from __future__ import annotations

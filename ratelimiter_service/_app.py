@@ -47,7 +47,7 @@ async def _read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes", 413)
+            raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -196,7 +196,7 @@ def build_api(limiter: Limiter) -> FastAPI:
         async for chunk in request.stream():
             chunks += chunk
             if len(chunks) > MAX_BODY_BYTES:
-                raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes", 413)
+                raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes")
         return _json_object(bytes(chunks))
 
     @api.get("/healthz")
