@@ -53,11 +53,6 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_operator._allure import AllureReporting
 
         config.pluginmanager.register(AllureReporting(config, alluredir), "operator-allure")
-    alluredir = getattr(config.option, "allure_report_dir", None)  # set by allure-pytest
-    if alluredir:
-        from pytest_operator._allure import AllureReporting
-
-        config.pluginmanager.register(AllureReporting(config, alluredir), "operator-allure")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
