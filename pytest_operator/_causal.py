@@ -72,10 +72,14 @@ class _Component:
         return None
 
     def rate_spike(self) -> bool:
-        if len(self.rates) < 3:
+        """The request rate jumped: its peak is far above the lowest rate seen before it."""
+        if len(self.rates) < 2:
             return False
-        peak = max(self.rates)
-        return peak > 3 * statistics.median(self.rates) + 20
+        peak_at = max(range(len(self.rates)), key=lambda i: self.rates[i])
+        if peak_at == 0:
+            return False
+        baseline = min(self.rates[:peak_at])
+        return self.rates[peak_at] > 3 * baseline + 20
 
 
 @dataclass(slots=True)
