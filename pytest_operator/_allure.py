@@ -63,6 +63,8 @@ class Category:
     description: str
 
 
+HARNESS_ERRORS = "HealError|ClusterError|ProcessError|ToxiproxyError|MissingBinaryError"
+"""Exceptions of the harness itself; a 5xx inside one is the harness's, not the subject's."""
 CATEGORIES = (
     Category(
         "Not detected",
@@ -80,13 +82,14 @@ CATEGORIES = (
     Category(
         "Harness error",
         ("broken", "failed"),
-        ".*(HealError|ClusterError|ProcessError|ToxiproxyError|MissingBinaryError).*",
+        f".*({HARNESS_ERRORS}).*",
         "The harness failed: cluster, processes, fault injection or healing.",
     ),
     Category(
         "Subject error",
         ("broken", "failed"),
-        ".*(ActionError|HttpError|HTTPStatusError|[Ss]erver error|\\b5\\d\\d\\b).*",
+        f"^(?!.*({HARNESS_ERRORS})).*(ActionError|HttpError|HTTPStatusError|[Ss]erver error"
+        "|\\b5\\d\\d\\b).*",
         "The subject misbehaved on its own: an action failed or a node answered 5xx.",
     ),
 )

@@ -75,7 +75,7 @@ class Buckets:
 
 
 def bucketize(data: PlotInput) -> Buckets:
-    n = max(1, math.ceil((data.end - data.start) / data.bucket))
+    n = max(1, math.ceil((data.end - data.start) / data.bucket - 1e-9))
     counts = [[0] * n for _ in SERIES]
     latencies: list[list[float]] = [[] for _ in range(n)]
     for op in data.ops:
