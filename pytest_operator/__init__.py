@@ -37,9 +37,20 @@ if TYPE_CHECKING:
         reset_peer,
         restart_with_data_loss,
     )
+    from pytest_operator._checkers import (
+        Availability,
+        AvailabilityReport,
+        Latency,
+        LatencyReport,
+        SpanExcess,
+        WindowCount,
+        availability,
+        max_in_window,
+        max_over_rate,
+    )
     from pytest_operator._claude import ClaudeEngine, ClaudeResponseError
     from pytest_operator._diagnosis import Diagnosis, EngineUnavailable, Hypothesis
-    from pytest_operator._history import History, Op, Outcome
+    from pytest_operator._history import EpochClock, History, Op, Outcome
     from pytest_operator._invariants import Category, Finding, Invariant, Violation
     from pytest_operator._monitor import MonitorRun
     from pytest_operator._signals import (
@@ -54,6 +65,12 @@ if TYPE_CHECKING:
     from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
     from pytest_operator._topology import Component, ComponentKind, Link, Topology
     from pytest_operator._workload import (
+        KeyChooser,
+        LatenessStats,
+        Pattern,
+        Requester,
+        Response,
+        Workload,
         boundary_burst,
         burst,
         hot,
@@ -69,6 +86,20 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Cassette", "CassetteMiss"), "_cassette"),
     **dict.fromkeys(("ClaudeEngine", "ClaudeResponseError"), "_claude"),
     **dict.fromkeys(("FaultKind", "RootCause"), "_causes"),
+    **dict.fromkeys(
+        (
+            "Availability",
+            "AvailabilityReport",
+            "Latency",
+            "LatencyReport",
+            "SpanExcess",
+            "WindowCount",
+            "availability",
+            "max_in_window",
+            "max_over_rate",
+        ),
+        "_checkers",
+    ),
     **dict.fromkeys(
         (
             "Fault",
@@ -87,7 +118,7 @@ _EXPORTS: dict[str, str] = {
         "_chaos",
     ),
     **dict.fromkeys(("Diagnosis", "EngineUnavailable", "Hypothesis"), "_diagnosis"),
-    **dict.fromkeys(("History", "Op", "Outcome"), "_history"),
+    **dict.fromkeys(("EpochClock", "History", "Op", "Outcome"), "_history"),
     **dict.fromkeys(("Category", "Finding", "Invariant", "Violation"), "_invariants"),
     "MonitorRun": "_monitor",
     **dict.fromkeys(
@@ -105,13 +136,30 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Subject", "SubjectConfig", "SubjectSession"), "_subject"),
     **dict.fromkeys(("Component", "ComponentKind", "Link", "Topology"), "_topology"),
     **dict.fromkeys(
-        ("boundary_burst", "burst", "hot", "ramp", "steady", "uniform", "zipf"), "_workload"
+        (
+            "KeyChooser",
+            "LatenessStats",
+            "Pattern",
+            "Requester",
+            "Response",
+            "Workload",
+            "boundary_burst",
+            "burst",
+            "hot",
+            "ramp",
+            "steady",
+            "uniform",
+            "zipf",
+        ),
+        "_workload",
     ),
 }
 
 __all__ = [
     "Action",
     "ActionError",
+    "Availability",
+    "AvailabilityReport",
     "Cassette",
     "CassetteMiss",
     "Category",
@@ -124,6 +172,7 @@ __all__ = [
     "Diagnosis",
     "Divergence",
     "EngineUnavailable",
+    "EpochClock",
     "Fact",
     "Fault",
     "FaultKind",
@@ -132,6 +181,10 @@ __all__ = [
     "Hypothesis",
     "Injection",
     "Invariant",
+    "KeyChooser",
+    "Latency",
+    "LatencyReport",
+    "LatenessStats",
     "Link",
     "LinkSignals",
     "MonitorRun",
@@ -139,15 +192,22 @@ __all__ = [
     "Op",
     "Outcome",
     "Param",
+    "Pattern",
     "ProbeFailure",
+    "Requester",
+    "Response",
     "Risk",
     "RootCause",
     "SafetyViolation",
+    "SpanExcess",
     "Subject",
     "SubjectConfig",
     "SubjectSession",
     "Topology",
     "Violation",
+    "WindowCount",
+    "Workload",
+    "availability",
     "bandwidth",
     "blackhole",
     "boundary_burst",
@@ -157,6 +217,8 @@ __all__ = [
     "hot",
     "kill",
     "latency",
+    "max_in_window",
+    "max_over_rate",
     "partition",
     "pause",
     "ramp",

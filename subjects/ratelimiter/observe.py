@@ -23,7 +23,6 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pytest_operator._checkers import max_in_window
 from pytest_operator._history import History, Outcome
 from pytest_operator._prom import Scrape, delta, histogram_quantile
 from pytest_operator._signals import (
@@ -35,6 +34,7 @@ from pytest_operator._signals import (
     ProbeFailure,
     SafetyViolation,
 )
+from subjects.ratelimiter.checkers import max_admitted_in_window
 
 REDIS = "redis"
 PROBE_TIMEOUT = 0.8
@@ -293,13 +293,14 @@ class RateLimiterObserver:
         ops = [op for op in self.history.snapshot() if op.send >= since]
         out: list[SafetyViolation] = []
         for key, view in sorted(limits.items()):
-            admitted = [op for op in ops if op.key == key and op.outcome is Outcome.OK]
-            worst = max_in_window(admitted, view.window_ms / 1000)
-            if worst.count > view.limit and worst.end is not None:
+            worst = max_admitted_in_window(
+                [op for op in ops if op.key == key], view.window_ms / 1000
+            )
+            if worst is not None and worst.count > view.limit:
                 out.append(
                     SafetyViolation(
                         property="admitted_within_limit",
-                        components=tuple(sorted({op.target for op in worst.ops})),
+                        components=tuple(sorted(worst.by_target)),
                         observed=float(worst.count),
                         bound=float(view.limit),
                         at=worst.end,
