@@ -72,13 +72,12 @@ class _Component:
         return None
 
     def rate_spike(self) -> bool:
-        """The request rate jumped: its peak is far above the lowest rate seen before it."""
+        """The request rate was transient: its peak stands far above the lowest rate seen
+        before or after it (a monitor may start mid-burst, so either side will do)."""
         if len(self.rates) < 2:
             return False
         peak_at = max(range(len(self.rates)), key=lambda i: self.rates[i])
-        if peak_at == 0:
-            return False
-        baseline = min(self.rates[:peak_at])
+        baseline = min(self.rates[:peak_at] + self.rates[peak_at + 1 :])
         return self.rates[peak_at] > 3 * baseline + 20
 
 

@@ -94,7 +94,7 @@ class Operator:
         return tuple(i.name for i in self._monitor.invariants)
 
     async def monitor(
-        self, until: str | None = None, *, timeout: float = 15.0, settle: float = 0.5
+        self, until: str | None = None, *, timeout: float = 15.0, settle: float = 1.0
     ) -> MonitorRun:
         """Observe until ``until`` is violated (then ``settle`` s more) or ``timeout`` s pass.
 

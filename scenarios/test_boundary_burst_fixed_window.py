@@ -12,7 +12,7 @@ from pytest_operator import FaultKind, RootCause, boundary_burst
 
 pytestmark = pytest.mark.subject("ratelimiter", algorithm="fixed_window", limit=50)
 
-BURST = boundary_burst(window_ms=1000, count=100, spread_ms=100, edges=3)
+BURST = boundary_burst(window_ms=1000, count=100, spread_ms=100, edges=3, lead_ms=700)
 
 
 async def test_boundary_burst_over_admits_with_fixed_window(operator, workload):

@@ -9,7 +9,7 @@ from pytest_operator import boundary_burst
 
 pytestmark = pytest.mark.subject("ratelimiter", algorithm="sliding_log", limit=50)
 
-BURST = boundary_burst(window_ms=1000, count=100, spread_ms=100, edges=3)
+BURST = boundary_burst(window_ms=1000, count=100, spread_ms=100, edges=3, lead_ms=700)
 
 
 async def test_boundary_burst_is_held_by_sliding_log(operator, workload):
