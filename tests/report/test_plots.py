@@ -67,7 +67,7 @@ def rgb255(colour: str) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def count_near(img: Image.Image, rgb: tuple[int, int, int], tol: int = 6) -> int:
+def count_near(img: Image.Image, rgb: tuple[int, ...], tol: int = 6) -> int:
     pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
     return int((np.abs(pixels - np.array(rgb, dtype=np.int16)) <= tol).all(axis=2).sum())
 
@@ -111,7 +111,7 @@ def test_fault_window_and_detection_are_drawn_on_both_panels() -> None:
         assert (spans[0].get_x(), spans[0].get_width()) == pytest.approx((2.0, 2.0))
         lines = [ln for ln in ax.lines if ln.get_gid() == DETECTION_GID]
         assert len(lines) == 1
-        assert list(lines[0].get_xdata()) == pytest.approx([2.5, 2.5])
+        assert np.asarray(lines[0].get_xdata(), dtype=float).tolist() == pytest.approx([2.5, 2.5])
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == [
         "ok (admitted)",
