@@ -103,19 +103,29 @@ def categories_json() -> str:
 
 
 def scenario_faults(item: pytest.Item, op: Operator | None) -> list[str]:
-    """Descriptions of the faults a test injected (or, before it ran, marked)."""
+    """Descriptions of the faults a test injected (or, before it ran, marked); without
+    one, the causes it expected a diagnosis to name (a traffic pattern's, say)."""
     if op is not None and op.injections.injections:
         return [str(i.fault) for i in op.injections.injections]
-    return [str(f) for m in item.iter_markers("chaos") for f in m.args]
+    marked = [str(f) for m in item.iter_markers("chaos") for f in m.args]
+    return marked or [str(c) for c in _expected(op)]
+
+
+def _expected(op: Operator | None) -> list[RootCause]:
+    out: list[RootCause] = []
+    for rec in op.diagnoses if op is not None else ():
+        if rec.expected is not None and rec.expected not in out:
+            out.append(rec.expected)
+    return out
 
 
 def fault_kinds(item: pytest.Item, op: Operator | None) -> list[FaultKind]:
-    kinds: list[FaultKind] = []
-    causes = op.injections.root_causes() if op is not None else ()
+    """The kinds of the root causes the test injected or expected; none for a control."""
+    causes = list(op.injections.root_causes()) if op is not None else []
     if not causes:
-        causes = tuple(
-            c for m in item.iter_markers("chaos") for f in m.args for c in _root_causes(f)
-        )
+        causes = [c for m in item.iter_markers("chaos") for f in m.args for c in _root_causes(f)]
+    causes += _expected(op)
+    kinds: list[FaultKind] = []
     for c in causes:
         if c.kind not in kinds:
             kinds.append(c.kind)

@@ -4,8 +4,10 @@ browser tests, and the tools they need."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,7 +27,7 @@ asyncio_default_test_loop_scope = session
 
 SCENARIOS = """\
 import pytest
-from pytest_operator import kill, steady
+from pytest_operator import FaultKind, RootCause, kill, steady
 
 pytestmark = pytest.mark.subject("ratelimiter")
 
@@ -45,6 +47,12 @@ async def test_detection_deadline_missed(operator, workload):
     run.assert_detected("counter_drift", within=3.0)
 
 
+async def test_overload_expected_but_not_seen(operator, workload):
+    await workload.start(steady(rate=30), keys="k3")
+    run = await operator.monitor(timeout=1.0)
+    await operator.assert_diagnosis(run, expected=RootCause(FaultKind.OVERLOAD, "client"))
+
+
 async def test_quiet_control(operator, workload):
     await workload.start(steady(rate=30), keys="k2")
     run = await operator.monitor(timeout=1.5)
@@ -62,9 +70,35 @@ class ScenarioRun:
     returncode: int
 
 
+def run_group(
+    cmd: list[str], *, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in its own process group, capturing its output; whatever happens, the
+    whole group (a browser's helpers, a cluster's processes) is stopped after it."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[0]} took over {timeout} s:\n{out[-2000:]}\n{err[-2000:]}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.fixture(scope="session")
 def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> ScenarioRun:
-    """Three small scenarios, two trials each, written as Allure results."""
+    """Four small scenarios, two trials each, written as Allure results."""
     where = tmp_path_factory.mktemp("scenario-run")
     (where / "pytest.ini").write_text(INI)
     (where / "test_small_suite.py").write_text(textwrap.dedent(SCENARIOS))
@@ -72,7 +106,7 @@ def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> ScenarioRun:
     env = dict(os.environ)
     env["PATH"] = f"{ROOT / '.bin'}{os.pathsep}{env.get('PATH', '')}"
     env.pop("GITHUB_ACTIONS", None)  # the executor must be the local one here
-    proc = subprocess.run(
+    proc = run_group(
         [
             sys.executable,
             "-m",
@@ -85,8 +119,6 @@ def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> ScenarioRun:
         ],
         cwd=where,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     return ScenarioRun(results, proc.stdout + proc.stderr, proc.returncode)

@@ -26,6 +26,7 @@ from tests.report.conftest import INI, TRIALS, ScenarioRun
 KILL = "test_killed_node_is_diagnosed"
 MISSED = "test_detection_deadline_missed"
 CONTROL = "test_quiet_control"
+OVERLOAD = "test_overload_expected_but_not_seen"
 
 
 def results_of(run: ScenarioRun) -> list[dict[str, Any]]:
@@ -52,7 +53,7 @@ def attachments(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
 @pytest.fixture(scope="module")
 def run(scenario_run: ScenarioRun) -> Iterator[ScenarioRun]:
     assert scenario_run.returncode == 1, scenario_run.stdout[-3000:]  # the missed deadline
-    assert "2 failed, 4 passed" in scenario_run.stdout, scenario_run.stdout[-3000:]
+    assert "4 failed, 4 passed" in scenario_run.stdout, scenario_run.stdout[-3000:]
     yield scenario_run
 
 
@@ -61,11 +62,12 @@ pytestmark = pytest.mark.slow
 
 def test_every_scenario_trial_has_labels(run: ScenarioRun) -> None:
     results = results_of(run)
-    assert len(results) == 3 * TRIALS
+    assert len(results) == 4 * TRIALS
     expected = {
         KILL: ("crash", "critical"),
         MISSED: ("crash", "critical"),
         CONTROL: ("control", "normal"),
+        OVERLOAD: ("overload", "critical"),  # no fault injected: the expected cause's kind
     }
     for story, (feature, severity) in expected.items():
         trials = by_story(run, story)
@@ -77,10 +79,11 @@ def test_every_scenario_trial_has_labels(run: ScenarioRun) -> None:
     kill_tags = labels(by_story(run, KILL)[0], "tag")
     assert "kill(node-1)" in kill_tags and "node_down" in kill_tags
     assert "control" in labels(by_story(run, CONTROL)[0], "tag")
+    assert "overload(client)" in labels(by_story(run, OVERLOAD)[0], "tag")
 
 
 def test_trial_and_engine_parameters(run: ScenarioRun) -> None:
-    for story in (KILL, MISSED, CONTROL):
+    for story in (KILL, MISSED, CONTROL, OVERLOAD):
         ps = [params(r) for r in by_story(run, story)]
         assert sorted(p["trial"] for p in ps) == [str(i) for i in range(1, TRIALS + 1)]
         assert {p["engine"] for p in ps} == {"'causal'"}  # allure quotes string values
@@ -119,7 +122,7 @@ def test_attachments_and_their_types(run: ScenarioRun) -> None:
     assert "No fault" in (run.results / src).read_text()
 
 
-def test_failures_fall_in_the_not_detected_category(run: ScenarioRun) -> None:
+def test_failures_fall_in_their_categories(run: ScenarioRun) -> None:
     written = json.loads((run.results / "categories.json").read_text())
     assert [c["name"] for c in written] == [
         "Not detected",
@@ -127,13 +130,15 @@ def test_failures_fall_in_the_not_detected_category(run: ScenarioRun) -> None:
         "Harness error",
         "Subject error",
     ]
-    not_detected = written[0]
-    for r in by_story(run, MISSED):
-        assert r["status"] in not_detected["matchedStatuses"]
-        message = r["statusDetails"]["message"]
-        assert re.search(not_detected["messageRegex"], message), message
-        for other in written[1:]:
-            assert not re.search(other["messageRegex"], message), (other["name"], message)
+    for story, category in ((MISSED, "Not detected"), (OVERLOAD, "Misdiagnosed")):
+        for r in by_story(run, story):
+            message = r["statusDetails"]["message"]
+            matched = [
+                c["name"]
+                for c in written
+                if r["status"] in c["matchedStatuses"] and re.search(c["messageRegex"], message)
+            ]
+            assert matched == [category], message
 
 
 def test_environment_executor_and_accuracy_files(run: ScenarioRun) -> None:
@@ -149,7 +154,7 @@ def test_environment_executor_and_accuracy_files(run: ScenarioRun) -> None:
     assert ex["type"] == "local" and ex["buildName"].startswith("local run ")
     acc = json.loads((run.results / ACCURACY_FILE).read_text())
     causal = [a for a in acc["summary"] if a["engine"] == "causal"]
-    assert causal and causal[0]["cases"] == TRIALS and causal[0]["controls"] == TRIALS
+    assert causal and causal[0]["cases"] == 2 * TRIALS and causal[0]["controls"] == TRIALS
     globals_ = [json.loads(p.read_text()) for p in run.results.glob("*-globals.json")]
     names = [a["name"] for g in globals_ for a in g.get("attachments", [])]
     assert names == ["diagnosis accuracy"]

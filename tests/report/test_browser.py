@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pytest_operator._cli import accuracy_variables, build_report, read_accuracy
-from tests.report.conftest import ScenarioRun, allure_cli, tool
+from tests.report.conftest import ScenarioRun, allure_cli, run_group, tool
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +32,14 @@ STORIES = (
     "test_killed_node_is_diagnosed",
     "test_detection_deadline_missed",
     "test_quiet_control",
+    "test_overload_expected_but_not_seen",
 )
 
 
 def chromium(tmp: Path, url: str, *args: str, budget_ms: int) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     profile.mkdir()
-    return subprocess.run(
+    return run_group(
         [
             tool("chromium", install="run ./dev setup (apt-get install chromium)"),
             *CHROMIUM_FLAGS,
@@ -47,8 +48,6 @@ def chromium(tmp: Path, url: str, *args: str, budget_ms: int) -> subprocess.Comp
             *args,
             url,
         ],
-        capture_output=True,
-        text=True,
         timeout=180,
     )
 

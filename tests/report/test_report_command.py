@@ -73,7 +73,7 @@ def test_console_script_builds_and_prints_the_accuracy(
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:3] == ["engine", "cases", "AC@1"]
     assert lines[1].split()[0] == "causal"
-    assert lines[-1].startswith(f"report: {out / 'index.html'} (6 results;")
+    assert lines[-1].startswith(f"report: {out / 'index.html'} (8 results;")
     assert (out / "index.html").is_file()
 
 
