@@ -372,14 +372,17 @@ class AllureReporting:
         return list(results.cases) if isinstance(results, Results) else []
 
     def environment(self) -> str:
-        from pytest_operator.plugin import OPTIONS
+        from pytest_operator.plugin import ENGINES, OPTIONS, SKIPPED_ENGINES
 
         opts = self.config.stash[OPTIONS]
+        engines = [e.name for e in self.config.stash.get(ENGINES, [])]
+        left_out = self.config.stash.get(SKIPPED_ENGINES, [])
         entries = [
             ("subject", opts.subject or "-"),
             ("backend", str(opts.backend)),
             ("nodes", str(opts.nodes)),
-            ("engines", str(opts.diagnoser)),
+            ("engines", ", ".join(engines) or str(opts.diagnoser)),
+            *([("engines.left.out", "; ".join(left_out))] if left_out else []),
             ("trials", str(opts.trials)),
             ("observe.interval.s", str(opts.observe_interval)),
             ("python", platform.python_version()),

@@ -234,7 +234,9 @@ def test_history_summary_counts_per_target() -> None:
     assert row["*"][:6] == ["4", "1", "1", "1", "1", "50.0"]
 
 
-def test_reporting_is_off_without_alluredir(pytester: pytest.Pytester) -> None:
+def test_reporting_is_off_without_alluredir(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without --alluredir the reporting object is not registered at all."""
     pytester.makeini(INI)
     pytester.makepyfile(
@@ -247,5 +249,10 @@ def test_reporting_is_off_without_alluredir(pytester: pytest.Pytester) -> None:
         "    assert pytestconfig.pluginmanager.get_plugin('operator-allure') is not None\n"
     )
     out = pytester.path / "results"
-    pytester.runpytest("-p", "no:cacheprovider", f"--alluredir={out}").assert_outcomes(passed=1)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--diagnoser=all", f"--alluredir={out}")
+    result.assert_outcomes(passed=1)
     assert (out / "categories.json").is_file()
+    env = (out / "environment.properties").read_text().splitlines()
+    assert "engines=causal" in env  # the engines that ran, not the option's word
+    assert any(line.startswith("engines.left.out=claude") for line in env), env
