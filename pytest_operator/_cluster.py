@@ -144,19 +144,25 @@ class ComponentSpec:
 
     ``command`` and ``env`` are called with the run's :class:`Addresses` once the ports
     and proxies exist. ``data_dir`` (``addresses.data_dir(name)``) is emptied by a restart
-    with data loss. ``fake_clock`` runs it under libfaketime with an offset that can change
-    while it runs.
+    with data loss. ``files`` (relative path -> text) are written into the data dir before
+    every start, so a generated config file is there again after a wipe. ``fake_clock`` runs
+    it under libfaketime with an offset that can change while it runs. An ``observer``
+    (a metrics scraper, say) is started, reset and stopped with the cluster but is not part
+    of the system under test: it has no links and :meth:`EmbeddedCluster.topology` leaves it
+    out, so no diagnosis can blame it.
     """
 
     name: str
     kind: ComponentKind
     command: Callable[[Addresses], Sequence[str]]
     env: Callable[[Addresses], Mapping[str, str]] | None = None
+    files: Callable[[Addresses], Mapping[str, str]] | None = None
     ready: ReadyCheck = field(default_factory=TcpReady)
     fake_clock: bool = False
     start_after: tuple[str, ...] = ()
     ready_timeout: float = 20.0
     stop_timeout: float = 5.0
+    observer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +201,14 @@ class ClusterSpec:
                         f"component {c.name!r} starts after unknown {dep!r} (components: {valid})"
                     )
         seen: set[tuple[str, str]] = set()
+        observers = {c.name for c in self.components if c.observer}
         for link in self.links:
+            for end in (link.source, link.target):
+                if end in observers:
+                    raise ClusterError(
+                        f"link {link.proxy_name}: {end!r} is an observer, not part of the "
+                        "system under test, and has no links"
+                    )
             if link.source not in known and link.source != CLIENT:
                 raise ClusterError(
                     f"link {link.proxy_name}: unknown source {link.source!r} "
@@ -366,10 +379,9 @@ class EmbeddedCluster:
                 self._procs[name] = self._make_process(
                     self.spec.component(name), resolver, libfaketime
                 )
+                await self._start_component(name)
             except _ProxiesPending:
                 deferred.append(name)
-                continue
-            await self._procs[name].start()
 
         # Proxies listen on port 0: toxiproxy binds them and reports the real port, so
         # no other process can take a proxy's port between choosing and binding it.
@@ -388,12 +400,28 @@ class EmbeddedCluster:
             if c.name not in self._procs:
                 self._procs[c.name] = self._make_process(c, resolver, libfaketime)
         for name in deferred:
-            await self._procs[name].start()
+            await self._start_component(name)
         await asyncio.gather(*(self.wait_ready(name) for name in waves[0]))
         for wave in waves[1:]:
             for name in wave:
-                await self._procs[name].start()
+                await self._start_component(name)
             await asyncio.gather(*(self.wait_ready(name) for name in wave))
+
+    async def _start_component(self, name: str) -> None:
+        """Write the component's ``files`` into its data dir, then start its process."""
+        spec = self.spec.component(name)
+        if spec.files is not None:
+            data = self._res.data_dir(name)
+            for rel, text in spec.files(self._res).items():
+                path = Path(rel)
+                if path.is_absolute() or ".." in path.parts or not path.parts:
+                    raise ClusterError(
+                        f"component {name!r}: file {rel!r} must be a relative path "
+                        "inside its data dir"
+                    )
+                (data / path).parent.mkdir(parents=True, exist_ok=True)
+                (data / path).write_text(text)
+        await self._procs[name].start()
 
     def _make_process(
         self, c: ComponentSpec, resolver: _Resolver, libfaketime: Path | None
@@ -454,7 +482,7 @@ class EmbeddedCluster:
                     proc.resume()
                 else:
                     log.info("reset: restarting %s", name)
-                    await proc.start()
+                    await self._start_component(name)
             await asyncio.gather(*(self.wait_ready(name) for name in wave))
 
     async def wait_ready(self, name: str, timeout: float | None = None) -> float:
@@ -473,7 +501,7 @@ class EmbeddedCluster:
             data = self._res.data_dir(name)
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(parents=True, exist_ok=True)
-        await proc.start()
+        await self._start_component(name)
         await self.wait_ready(name)
 
     # --- what tests and chaos use -------------------------------------------------------
@@ -541,7 +569,11 @@ class EmbeddedCluster:
         raise KeyError(f"no link {source} -> {target} (links: {links})")
 
     def topology(self) -> Topology:
-        components = [Component(c.name, c.kind, process=c.name) for c in self.spec.components]
+        components = [
+            Component(c.name, c.kind, process=c.name)
+            for c in self.spec.components
+            if not c.observer
+        ]
         if any(link.source == CLIENT for link in self.spec.links):
             components.append(Component(CLIENT, ComponentKind.CLIENT))
         links = tuple(Link(lk.source, lk.target, lk.proxy_name) for lk in self.spec.links)

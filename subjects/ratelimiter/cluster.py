@@ -5,12 +5,20 @@ libfaketime so a node's clock can be skewed). Links: ``node-i -> redis`` (each n
 Redis through its own proxy, so one node can be cut off alone) and ``client -> node-i``
 (the harness and monitor reach each node through a proxy; the node advertises that proxy's
 address in the registry).
+
+With ``prometheus=True`` a real Prometheus (Debian's ``prometheus`` package) starts after
+the nodes and scrapes every node's ``/metrics`` directly, not through the client proxies,
+every second; its URL is ``cluster.address("prometheus").url()``. It is an observer: it is
+left out of the topology (it is not part of the system under test, so no diagnosis can blame
+it) and a cut client link does not hide a node from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +27,7 @@ from pytest_operator._cluster import (
     CLIENT,
     Address,
     Addresses,
+    ClusterError,
     ClusterSpec,
     ComponentSpec,
     HttpReady,
@@ -27,6 +36,9 @@ from pytest_operator._cluster import (
 from pytest_operator._topology import ComponentKind
 
 REDIS = "redis"
+PROMETHEUS = "prometheus"
+PROMETHEUS_CONFIG = "prometheus.yml"
+SCRAPE_INTERVAL = "1s"
 POLICIES = ("fail_open", "fail_closed", "local")
 CLOCKS = ("redis", "node")
 
@@ -119,6 +131,52 @@ def _node(name: str, options: Mapping[str, Option]) -> ComponentSpec:
     )
 
 
+def find_prometheus() -> str:
+    """The ``prometheus`` binary on PATH, or a :class:`ClusterError` saying how to get it."""
+    found = shutil.which(PROMETHEUS)
+    if found is None:
+        raise ClusterError(
+            "prometheus was asked for but is not on PATH: apt-get install prometheus "
+            "(./dev test installs it)"
+        )
+    return found
+
+
+def prometheus_config(a: Addresses, nodes: tuple[str, ...]) -> str:
+    """A scrape config for every node's own address (JSON is YAML, and needs no quoting
+    rules of its own)."""
+    targets = [{"targets": [str(a.address(n))], "labels": {"node": n}} for n in nodes]
+    config = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
+        "scrape_configs": [
+            {"job_name": "ratelimiter", "metrics_path": "/metrics", "static_configs": targets}
+        ],
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def _prometheus(nodes: tuple[str, ...]) -> ComponentSpec:
+    def command(a: Addresses) -> list[str]:
+        data = a.data_dir(PROMETHEUS)
+        return [
+            find_prometheus(),
+            f"--config.file={data / PROMETHEUS_CONFIG}",
+            f"--storage.tsdb.path={data / 'tsdb'}",
+            f"--web.listen-address={a.address(PROMETHEUS)}",
+            "--log.level=warn",
+        ]
+
+    return ComponentSpec(
+        PROMETHEUS,
+        ComponentKind.SERVICE,
+        command,
+        files=lambda a: {PROMETHEUS_CONFIG: prometheus_config(a, nodes)},
+        ready=HttpReady("/-/ready"),
+        start_after=nodes,
+        observer=True,
+    )
+
+
 def ratelimiter_cluster_spec(
     nodes: int = 3,
     *,
@@ -126,12 +184,14 @@ def ratelimiter_cluster_spec(
     clock: str = "redis",
     options: Mapping[str, Option] | None = None,
     node_options: Mapping[str, Mapping[str, Option]] | None = None,
+    prometheus: bool = False,
 ) -> ClusterSpec:
     """The spec of a Redis plus ``nodes`` rate limiter nodes.
 
     ``options`` are extra command-line options for every node (``{"default_limit": 10}``
     becomes ``--default-limit 10``); ``node_options`` override them per node
-    (``{"node-3": {"default_limit": 20}}``), e.g. to misconfigure one node.
+    (``{"node-3": {"default_limit": 20}}``), e.g. to misconfigure one node. ``prometheus``
+    adds a real Prometheus scraping the nodes (an observer, outside the topology).
     """
     if nodes < 1:
         raise ValueError(f"nodes must be at least 1, got {nodes}")
@@ -150,6 +210,7 @@ def ratelimiter_cluster_spec(
         components=(
             ComponentSpec(REDIS, ComponentKind.DATASTORE, _redis_command, ready=RedisPing()),
             *(_node(n, {**common, **per_node.get(n, {})}) for n in names),
+            *((_prometheus(names),) if prometheus else ()),
         ),
         links=(
             *(LinkSpec(n, REDIS) for n in names),
