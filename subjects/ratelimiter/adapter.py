@@ -34,6 +34,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "window_ms": (None, "1000"),
     "redis_timeout_ms": (None, "100"),
     "latency_threshold_ms": (None, "100"),
+    "prometheus": (("0", "1"), "0"),  # 1: a real Prometheus scrapes the nodes (embedded)
 }
 
 
@@ -108,6 +109,7 @@ class RateLimiterSubject:
             nodes=config.nodes,
             policy=config.get("policy", "fail_open"),
             clock=config.get("clock", "redis"),
+            prometheus=config.get("prometheus", "0") == "1",
             options={
                 "default_algorithm": config.get("algorithm", "sliding_log"),
                 "default_limit": config.get("limit", "100"),
