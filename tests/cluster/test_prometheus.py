@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +28,7 @@ from pytest_operator._cluster import (
     LinkSpec,
     http_status,
 )
-from pytest_operator._process import port_is_open, process_start_time
+from pytest_operator._process import RunDirectory, port_is_open, process_start_time
 from pytest_operator._topology import ComponentKind
 from subjects.ratelimiter.adapter import RateLimiterSubject
 from subjects.ratelimiter.cluster import (
@@ -40,6 +43,7 @@ from subjects.ratelimiter.cluster import (
 from .conftest import redis_command
 
 NODES = node_names(3)
+ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0  # generous: a loaded machine; Prometheus applies new targets every 5 s
 
 needs_prometheus = pytest.mark.skipif(
@@ -235,3 +239,72 @@ async def test_prometheus_scrapes_every_node_and_stops_with_the_cluster(tmp_path
     survivors = [n for n, pid in pids.items() if pid and process_start_time(pid) == starts[n]]
     assert survivors == []
     assert [p for p in ports if port_is_open(p)] == []
+
+
+# A driver that starts the cluster with Prometheus, says what it started, and hangs.
+DRIVER = """
+import asyncio, json, sys
+from pytest_operator._cluster import EmbeddedCluster
+from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
+
+async def main(base):
+    spec = ratelimiter_cluster_spec(2, prometheus=True)
+    async with EmbeddedCluster(spec, base_dir=base) as cluster:
+        pids = {name: p.pid for name, p in cluster.processes().items()}
+        port = cluster.address("prometheus").port
+        print(json.dumps({"pids": pids, "port": port}), flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@needs_prometheus
+def test_a_killed_driver_leaves_no_prometheus_after_the_next_start(tmp_path: Path) -> None:
+    base = tmp_path / "runs"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    pids: dict[str, int] = {}
+    starts: dict[str, int | None] = {}
+    try:
+        assert driver.stdout is not None
+        line = driver.stdout.readline()
+        if not line:
+            _, err = driver.communicate(timeout=30)
+            raise AssertionError(f"driver failed: {err}")
+        info = json.loads(line)
+        pids = {name: int(pid) for name, pid in info["pids"].items()}
+        starts = {name: process_start_time(pid) for name, pid in pids.items()}
+        port = int(info["port"])
+        assert PROMETHEUS in pids
+        assert port_is_open(port)
+
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver's own group only
+        driver.communicate(timeout=10)
+        time.sleep(0.5)
+        assert process_start_time(pids[PROMETHEUS]) == starts[PROMETHEUS]  # orphaned, alive
+
+        RunDirectory.create(base)  # the next start cleans the dead run up
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (_alive(pids, starts) or port_is_open(port)):
+            time.sleep(0.05)
+        assert _alive(pids, starts) == []
+        assert not port_is_open(port)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        for name in _alive(pids, starts):
+            os.killpg(pids[name], signal.SIGKILL)
+
+
+def _alive(pids: dict[str, int], starts: dict[str, int | None]) -> list[str]:
+    """Names whose process is still the one the driver started (same PID and start time)."""
+    return [n for n, pid in pids.items() if starts[n] and process_start_time(pid) == starts[n]]
