@@ -2,25 +2,31 @@
 
 Concurrent script calls are coalesced: calls made while a pipeline is in flight wait
 for it and then go out together in the next pipeline (at most ``MAX_INFLIGHT``
-pipelines at once, ``MAX_BATCH`` calls each). Scripts run by EVALSHA; a NOSCRIPT
-answer (Redis restarted, SCRIPT FLUSH) loads every script again and repeats the calls
-that failed. Any connection error or timeout raises ``RedisUnavailable``; the next
-call opens a fresh connection, so the node reconnects without a restart.
+pipelines at once, ``MAX_BATCH`` calls each), on one connection of their own
+(``_pipe.PipeProtocol``: replies parsed by hiredis as they arrive, no per-call
+coroutine or timer). Scripts run by EVALSHA; a NOSCRIPT answer (Redis restarted,
+SCRIPT FLUSH) loads every script again and repeats the calls that failed. Any
+connection error or timeout raises ``RedisUnavailable``; the next call opens a fresh
+connection, so the node reconnects without a restart. Other commands go through
+redis-py (``call``) with the same timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ._pipe import Address, PipeProtocol, RedisUnavailable, open_pipe, pack
 from ._scripts import ALL_SCRIPTS, Script
 
 MAX_BATCH = 256
@@ -28,10 +34,6 @@ MAX_INFLIGHT = 2
 
 Arg = str | int | float | bytes
 _T = TypeVar("_T")
-
-
-class RedisUnavailable(Exception):
-    """Redis could not be reached in time (refused, timed out, connection lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,13 @@ class RedisStore:
         self._inflight = 0
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._address = _address(self.client)
+        self._pipe: PipeProtocol | None = None
+        self._connecting: asyncio.Task[PipeProtocol] | None = None
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.fail(RedisUnavailable("ConnectionError: the store was closed"))
         await self.client.aclose()
 
     # -- single commands -----------------------------------------------------------------
@@ -120,76 +127,117 @@ class RedisStore:
         while self._pending and self._inflight < MAX_INFLIGHT:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
+            calls = [call for call, _ in batch]
+            futures = [future for _, future in batch]
             self._inflight += 1
-            self._loop.create_task(self._run(batch))
+            pipe = self._pipe
+            if pipe is not None and pipe.usable:
+                self._send(pipe, calls, futures, retry=True)
+            else:
+                self._loop.create_task(self._connect_and_send(calls, futures, retry=True))
 
-    async def _run(self, batch: list[tuple[_Call, asyncio.Future[object]]]) -> None:
+    def _send(
+        self,
+        pipe: PipeProtocol,
+        calls: list[_Call],
+        futures: list[asyncio.Future[object]],
+        retry: bool,
+    ) -> None:
+        batch = _Batch(self, calls, futures, retry)
+        pipe.send(_pack(calls), list(itertools.repeat(batch, len(calls))))
+
+    async def _connected(self) -> PipeProtocol:
+        pipe = self._pipe
+        if pipe is not None and pipe.usable:
+            return pipe
+        if self._connecting is None or self._connecting.done():
+            assert self._loop is not None
+            self._connecting = self._loop.create_task(open_pipe(self._address, self.timeout_s))
+        self._pipe = await self._connecting
+        return self._pipe
+
+    async def _connect_and_send(
+        self, calls: list[_Call], futures: list[asyncio.Future[object]], retry: bool
+    ) -> None:
         try:
-            results = await self.call(lambda client: self._execute(client, batch))
-        except Exception as error:
-            failure = error if isinstance(error, RedisUnavailable) else RedisUnavailable(str(error))
-            for _, future in batch:
+            pipe = await self._connected()
+        except RedisUnavailable as error:
+            for future in futures:
                 if not future.done():
-                    future.set_exception(failure)
+                    future.set_exception(error)
+            self._batch_done(time.perf_counter(), failed=True)
+            return
+        self._send(pipe, calls, futures, retry)
+
+    def _batch_done(self, started: float, failed: bool) -> None:
+        if self._on_latency is not None:
+            self._on_latency(time.perf_counter() - started)
+        if failed and self._on_error is not None:
+            self._on_error()
+        self._inflight -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _reload_and_repeat(self, calls: list[_Call], futures: list[asyncio.Future[object]]) -> None:
+        """NOSCRIPT: load every script, then repeat those calls once (same connection, so
+        Redis runs the loads first)."""
+        assert self._loop is not None
+        pipe = self._pipe
+        self._inflight += 1
+        if pipe is not None and pipe.usable:
+            pipe.send(_LOAD_ALL, [_ignore] * len(ALL_SCRIPTS))
+            self._send(pipe, calls, futures, retry=False)
         else:
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-        finally:
-            self._inflight -= 1
-            if self._pending and not self._scheduled:
-                self._scheduled = True
-                assert self._loop is not None
-                self._loop.call_soon(self._flush)
-
-    async def _execute(
-        self, client: aioredis.Redis, batch: list[tuple[_Call, asyncio.Future[object]]]
-    ) -> list[object]:
-        calls = [call for call, future in batch]
-        results = await _pipeline(client, calls)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            pipe = client.pipeline(transaction=False)
-            for script in ALL_SCRIPTS:
-                pipe.script_load(script.source)
-            await pipe.execute()
-            again = await _pipeline(client, [calls[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        for result in results:
-            if isinstance(result, (ConnectionError, TimeoutError, OSError, RedisError)) and not (
-                isinstance(result, ResponseError)
-            ):
-                raise result
-        return results
+            self._loop.create_task(self._connect_and_send(calls, futures, retry=False))
 
 
-async def _pipeline(client: aioredis.Redis, calls: Sequence[_Call]) -> list[object]:
-    """Send the calls in one write and read their replies, straight on one pooled connection.
+class _Batch:
+    """The replies of one pipeline: the i-th reply settles the i-th call's future."""
 
-    (redis-py's Pipeline does the same with more bookkeeping per command; this is the
-    hot path of every decision.) A reply that is an error is returned, not raised.
-    """
-    pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py: untyped
-    try:
-        await connection.send_packed_command(_pack(calls), check_health=False)
-        results: list[object] = []
-        for _ in calls:
-            try:
-                results.append(await connection.read_response())
-            except ResponseError as error:
-                results.append(error)
-        return results
-    except BaseException:
-        await connection.disconnect(nowait=True)
-        raise
-    finally:
-        await pool.release(connection)
+    __slots__ = ("calls", "failed", "futures", "missing", "next", "retry", "started", "store")
+
+    def __init__(
+        self,
+        store: RedisStore,
+        calls: list[_Call],
+        futures: list[asyncio.Future[object]],
+        retry: bool,
+    ) -> None:
+        self.store = store
+        self.calls = calls
+        self.futures = futures
+        self.retry = retry
+        self.next = 0
+        self.failed = False
+        self.missing: list[int] = []
+        self.started = time.perf_counter()
+
+    def __call__(self, reply: object) -> None:
+        index = self.next
+        self.next = index + 1
+        future = self.futures[index]
+        if isinstance(reply, BaseException):
+            if self.retry and isinstance(reply, NoScriptError):
+                self.missing.append(index)
+            elif not future.done():
+                future.set_exception(reply)
+            if isinstance(reply, RedisUnavailable):
+                self.failed = True
+        elif not future.done():
+            future.set_result(reply)
+        if self.next == len(self.futures):
+            self.store._batch_done(self.started, self.failed)
+            if self.missing:
+                self.store._reload_and_repeat(
+                    [self.calls[i] for i in self.missing], [self.futures[i] for i in self.missing]
+                )
+
+
+def _ignore(reply: object) -> None:
+    """A reply nobody waits for (SCRIPT LOAD before repeated calls: a failed load shows
+    as NOSCRIPT again on the repeated call)."""
 
 
 def _bulk(value: Arg) -> bytes:
@@ -211,6 +259,26 @@ def _pack(calls: Sequence[_Call]) -> bytes:
     return bytes(out)
 
 
+_LOAD_ALL = b"".join(pack((b"SCRIPT", b"LOAD", script.source.encode())) for script in ALL_SCRIPTS)
+
+
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return f"{type(error).__name__}: {text}"
+
+
+def _address(client: aioredis.Redis) -> Address:
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    return Address(
+        host=kwargs.get("host", "localhost"),
+        port=int(kwargs.get("port", 6379)),
+        path=kwargs.get("path"),
+        tls=issubclass(pool.connection_class, SSLConnection),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        db=int(kwargs.get("db", 0)),
+    )
+
+
+__all__ = ("RedisStore", "RedisUnavailable")
