@@ -33,7 +33,7 @@ def test_misdiagnosis_message_names_expected_rank_and_top_three(pytester: pytest
 
         @pytest.mark.chaos(kill("node-2"))
         async def test_detection_deadline_missed(operator, workload):
-            run = await operator.monitor(until="counter_drift", timeout=1.0)
+            run = await operator.monitor(until="counter_drift", timeout=2.0)
             run.assert_detected("counter_drift", within=3.0)
         """
     )
@@ -43,8 +43,10 @@ def test_misdiagnosis_message_names_expected_rank_and_top_three(pytester: pytest
         [
             "E   *Misdiagnosed: causal: diagnosis named crash(node-1); expected pause(node-1);"
             " not ranked (top 3: 1. crash(node-1)*",
-            "E   *NotDetected: counter_drift not detected within 1.* s of monitoring"
-            " (saw: node_down*; last observation: redis=up node-1=up node-2=unreachable*",
+            # node_down is usually confirmed by then; a very loaded machine may not have
+            # finished its grace period, so the list of what was seen is not pinned down
+            "E   *NotDetected: counter_drift not detected within 2.* s of monitoring"
+            " (saw: *; last observation: redis=up node-1=up node-2=unreachable node-3=up)",
         ]
     )
     # the summary at the end shows both scenarios and the accuracy table
