@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -97,6 +96,16 @@ class CheckHandler:
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
         self.node = limiter.config.node_id
+        # the answer's JSON is formatted by hand (json.dumps with separators builds an
+        # encoder per call); the strings in it are encoded once here
+        self._tail = {
+            (mode, algorithm): (
+                b',"node":%s,"mode":%s,"algorithm":%s}'
+                % tuple(json.dumps(v).encode() for v in (self.node, mode.value, algorithm.value))
+            )
+            for mode in Mode
+            for algorithm in Algorithm
+        }
 
     async def __call__(self, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -109,25 +118,26 @@ class CheckHandler:
             await _send(send, error.status, {"error": str(error)}, [])
             return
         result = await self.limiter.check(key, cost, spec)
-        payload = {
-            "allowed": result.allowed,
-            "limit": spec.limit,
-            "remaining": result.remaining,
-            "retry_after_ms": result.retry_after_ms,
-            "reset_ms": result.reset_ms,
-            "node": self.node,
-            "mode": result.mode.value,
-            "algorithm": spec.algorithm.value,
-        }
-        reset_s = math.ceil((result.retry_after_ms or result.reset_ms) / 1000)
+        body = b'{"allowed":%s,"limit":%d,"remaining":%d,"retry_after_ms":%d,"reset_ms":%d%s' % (
+            b"true" if result.allowed else b"false",
+            spec.limit,
+            result.remaining,
+            result.retry_after_ms,
+            result.reset_ms,
+            self._tail[result.mode, spec.algorithm],
+        )
+        reset_s = -(-(result.retry_after_ms or result.reset_ms) // 1000)
         headers = [
-            (b"ratelimit-limit", str(spec.limit).encode()),
-            (b"ratelimit-remaining", str(result.remaining).encode()),
-            (b"ratelimit-reset", str(reset_s).encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"ratelimit-limit", b"%d" % spec.limit),
+            (b"ratelimit-remaining", b"%d" % result.remaining),
+            (b"ratelimit-reset", b"%d" % reset_s),
         ]
         if not result.allowed:
-            headers.append((b"retry-after", str(max(reset_s, 1)).encode()))
-        await _send(send, 200, payload, headers)
+            headers.append((b"retry-after", b"%d" % max(reset_s, 1)))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         self.limiter.metrics.check_latency.observe(time.perf_counter() - started)
 
 

@@ -245,18 +245,29 @@ def _bulk(value: Arg) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+_HEADS: dict[tuple[str, int, int], bytes] = {}
+
+
+def _head(call: _Call) -> bytes:
+    """``EVALSHA sha numkeys`` with the array length, made once per script and shape."""
+    shape = (call.script.sha, len(call.keys), len(call.args))
+    head = _HEADS.get(shape)
+    if head is None:
+        sha, keys, args = shape
+        head = _HEADS[shape] = b"*%d\r\n$7\r\nEVALSHA\r\n%s%s" % (
+            3 + keys + args, _bulk(sha), _bulk(keys)
+        )  # fmt: skip
+    return head
+
+
 def _pack(calls: Sequence[_Call]) -> bytes:
     """EVALSHA commands in the Redis protocol (RESP), all in one buffer."""
-    out = bytearray()
+    out = []
     for call in calls:
-        out += b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(call.keys) + len(call.args))
-        out += _bulk(call.script.sha)
-        out += _bulk(len(call.keys))
-        for key in call.keys:
-            out += _bulk(key)
-        for arg in call.args:
-            out += _bulk(arg)
-    return bytes(out)
+        out.append(_head(call))
+        out.extend(map(_bulk, call.keys))
+        out.extend(map(_bulk, call.args))
+    return b"".join(out)
 
 
 _LOAD_ALL = b"".join(pack((b"SCRIPT", b"LOAD", script.source.encode())) for script in ALL_SCRIPTS)
