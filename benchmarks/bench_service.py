@@ -9,6 +9,10 @@ subjects; the table shows medians.
 
 Target (issue 2): the node serves >= 1.5x the baseline's decisions per second at an
 equal or lower p99.
+
+Each run also shows the CPU each subject's process used (share of one core, and
+microseconds per decision) and the load generator's share of one core: a node near
+100% is the bottleneck; a load generator near 100% would be (wrk used about 20% here).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -56,6 +61,20 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    subject_cpu: float  # share of one core the subject's process used during the load
+    loadgen_cpu: float  # the same for the load generator: near 1.0 it is the bottleneck
+    cpu_us_per_decision: float  # the subject's CPU time per decision
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _free_port() -> int:
@@ -97,7 +116,10 @@ def _subject_command(subject: str, port: int, redis_url: str) -> list[str]:
             "--redis-url", redis_url]  # fmt: skip
 
 
-def _load(port: int, args: argparse.Namespace, script: Path | None) -> dict[str, float]:
+def _load(
+    port: int, args: argparse.Namespace, script: Path | None, pid: int
+) -> tuple[dict[str, float], float, float, float]:
+    """Measured load: the result line, wall seconds, subject and load generator CPU s."""
     if script is not None:
         warm = ["wrk", "-t1", f"-c{args.connections}", "-d1s", "-s", str(script),
                 f"http://127.0.0.1:{port}/check"]  # fmt: skip
@@ -109,12 +131,17 @@ def _load(port: int, args: argparse.Namespace, script: Path | None) -> dict[str,
                    str(port), "--connections", str(args.connections), "--duration",
                    str(args.duration), "--keys", str(args.keys)]  # fmt: skip
     env = {**os.environ, "BENCH_KEYS": str(args.keys)}
+    subject_before, loadgen_before = _cpu_seconds(pid), _children_cpu_seconds()
+    started = time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60,
                          check=True, env=env).stdout  # fmt: skip
+    wall = time.monotonic() - started
+    subject_cpu = _cpu_seconds(pid) - subject_before
+    loadgen_cpu = _children_cpu_seconds() - loadgen_before
     line = [text for text in out.splitlines() if text.startswith("{")][-1]
     data: dict[str, float] = json.loads(line)
     data.setdefault("rate", data["requests"] / data["seconds"])
-    return data
+    return data, wall, subject_cpu, loadgen_cpu
 
 
 def run_one(subject: str, redis_url: str, args: argparse.Namespace, script: Path | None) -> Result:
@@ -131,10 +158,19 @@ def run_one(subject: str, redis_url: str, args: argparse.Namespace, script: Path
     )
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        data = _load(port, args, script)
+        data, wall, subject_cpu, loadgen_cpu = _load(port, args, script, process.pid)
     finally:
         _stop(process)
-    return Result(subject, data["rate"], data["p50_ms"], data["p99_ms"], int(data["errors"]))
+    return Result(
+        subject,
+        data["rate"],
+        data["p50_ms"],
+        data["p99_ms"],
+        int(data["errors"]),
+        subject_cpu / wall,
+        loadgen_cpu / wall,
+        subject_cpu / max(data["requests"], 1) * 1e6,
+    )
 
 
 def main() -> None:
@@ -168,7 +204,9 @@ def main() -> None:
                     results.append(result)
                     print(f"run {run + 1} {subject:8} {result.rate:9.0f} req/s  "
                           f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                          f"errors {result.errors}", flush=True)  # fmt: skip
+                          f"errors {result.errors}  cpu: {subject} {result.subject_cpu:4.0%} "
+                          f"({result.cpu_us_per_decision:.0f} us/decision), "
+                          f"load generator {result.loadgen_cpu:4.0%}", flush=True)  # fmt: skip
         finally:
             _stop(redis_process)
     _table(results, "wrk" if use_wrk else "service_loadgen.py", args)
@@ -186,9 +224,13 @@ def _table(results: list[Result], loadgen: str, args: argparse.Namespace) -> Non
     print()
     print(f"medians of {args.runs} runs, {args.duration} s each, {args.connections} connections, "
           f"{args.keys} keys, load from {loadgen}, {os.cpu_count()} cores")  # fmt: skip
-    print(f"{'subject':10} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'subject':10} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/dec':>11} "
+          f"{'loadgen cpu':>12}")  # fmt: skip
     for subject, (rate, p50, p99) in medians.items():
-        print(f"{subject:10} {rate:12.0f} {p50:8.2f} {p99:8.2f}")
+        mine = [r for r in results if r.subject == subject]
+        cost = statistics.median(r.cpu_us_per_decision for r in mine)
+        generator = statistics.median(r.loadgen_cpu for r in mine)
+        print(f"{subject:10} {rate:12.0f} {p50:8.2f} {p99:8.2f} {cost:11.0f} {generator:12.0%}")
     base, service = medians["baseline"], medians["service"]
     print(
         f"{'ratio':10} {service[0] / base[0]:11.2f}x {service[1] / base[1]:7.2f}x "
