@@ -1,5 +1,6 @@
 """The store's pipelined connection on a real Redis: URL credentials and db, a refused
-password, many concurrent calls coalesced in order, and a fresh connection after a drop (to a Redis that has lost the scripts)."""
+password, many concurrent calls coalesced in order, and a fresh connection after a drop
+(to a Redis that has lost the scripts)."""
 
 from __future__ import annotations
 
