@@ -112,3 +112,22 @@ def test_trials_repeat_each_scenario_and_the_cluster_is_shared(pytester: pytest.
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--trials=2", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_control?trial1? PASSED*", "*test_control?trial2? PASSED*"])
+
+
+def test_backends_not_built_yet_say_so(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_backend="""
+        import pytest
+
+        pytestmark = pytest.mark.subject("ratelimiter")
+
+        async def test_needs_a_cluster(cluster):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cluster=external")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*--cluster=external is not implemented yet; use --cluster=embedded*"]
+    )
