@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 from pytest_operator._subject import ClusterView, SubjectConfig
 from pytest_operator._topology import Topology
-from subjects.ratelimiter.actions import ManagementApi, catalogue
-from subjects.ratelimiter.cluster import node_names, ratelimiter_cluster_spec
+from subjects.ratelimiter.actions import ALGORITHMS, ManagementApi, catalogue
+from subjects.ratelimiter.cluster import CLOCKS, POLICIES, node_names, ratelimiter_cluster_spec
 from subjects.ratelimiter.invariants import invariants
 from subjects.ratelimiter.observe import REDIS, RateLimiterObserver
 
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from pytest_operator._invariants import Invariant
     from pytest_operator._signals import Observation
     from pytest_operator._workload import Requester
-
-POLICIES = ("fail_open", "fail_closed", "local")
-CLOCKS = ("redis", "node")
-ALGORITHMS = ("sliding_log", "sliding_window", "fixed_window", "gcra")
 
 # option -> (valid values or None for a positive integer, default)
 OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
