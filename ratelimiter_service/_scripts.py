@@ -16,12 +16,18 @@ class Script:
     sha: str
 
 
-def _load(name: str) -> Script:
-    source = resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
+
+
+def _load(name: str, prelude: str = "") -> Script:
+    source = prelude + _read(name)
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
-CHECK_SCRIPTS: dict[Algorithm, Script] = {alg: _load(alg.value) for alg in Algorithm}
+# Every check script starts with the same arguments and the same clock.
+_PRELUDE = _read("check_prelude")
+CHECK_SCRIPTS: dict[Algorithm, Script] = {alg: _load(alg.value, _PRELUDE) for alg in Algorithm}
 HEARTBEAT = _load("heartbeat")
 ALL_SCRIPTS: tuple[Script, ...] = (*CHECK_SCRIPTS.values(), HEARTBEAT)
 

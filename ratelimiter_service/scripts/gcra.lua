@@ -2,18 +2,8 @@
 -- limit / window). State: the theoretical arrival time (TAT) in microseconds.
 -- A request of cost n conforms when TAT + n * interval - window <= now (+1 us for rounding).
 -- KEYS[1] tat
--- ARGV[1] limit, ARGV[2] window_ms, ARGV[3] cost (0: only look), ARGV[4] now_us ("" = Redis TIME)
+-- ARGV[1..4] and `limit`, `window` (us), `cost`, `now` (us): see check_prelude.lua
 -- returns {allowed, count, remaining, retry_after_us, reset_us}
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2]) * 1000
-local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
 local interval = window / limit
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end

@@ -4,16 +4,6 @@
 -- ARGV[1] limit, ARGV[2] window_ms, ARGV[3] cost (0: only look), ARGV[4] now_us ("" = Redis TIME),
 -- ARGV[5] token unique to this request
 -- returns {allowed, count, remaining, retry_after_us, reset_us}
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2]) * 1000
-local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
 local cutoff = now - window
 local sum = tonumber(redis.call('GET', KEYS[2]) or '0')
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)

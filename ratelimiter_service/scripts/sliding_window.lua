@@ -1,18 +1,8 @@
 -- sliding_window: the approximate two-counter estimate
 --   estimate = previous * (window - elapsed) / window + current
 -- KEYS[1] hash {w: current window index, c: current count, p: previous count}
--- ARGV[1] limit, ARGV[2] window_ms, ARGV[3] cost (0: only look), ARGV[4] now_us ("" = Redis TIME)
+-- ARGV[1..4] and `limit`, `window` (us), `cost`, `now` (us): see check_prelude.lua
 -- returns {allowed, count, remaining, retry_after_us, reset_us}
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2]) * 1000
-local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
 local idx = math.floor(now / window)
 local elapsed = now - idx * window
 local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
