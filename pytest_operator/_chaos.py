@@ -194,8 +194,9 @@ class Partition(_LinkFault):
 class _ToxicFault(_LinkFault):
     """A link fault realised by one toxic per stream."""
 
+    @abc.abstractmethod
     def _toxic(self) -> tuple[ToxicType, dict[str, int], tuple[Stream, ...]]:
-        raise NotImplementedError
+        """The toxic's type, attributes, and the streams it goes on."""
 
     async def _apply(self, target: ChaosTarget) -> None:
         proxy = _resolve_proxy(target, self.a, self.b)

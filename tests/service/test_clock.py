@@ -3,18 +3,21 @@ which is what lets a skewed node (libfaketime) break the limit."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from pytest_operator._binaries import MissingBinaryError, find_libfaketime
 from tests.service.conftest import RedisServer, StartNode
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+try:
+    LIBFAKETIME: Path | None = find_libfaketime()
+except MissingBinaryError:
+    LIBFAKETIME = None
 pytestmark = pytest.mark.skipif(
-    not LIBFAKETIME.exists() or shutil.which("faketime") is None,
+    LIBFAKETIME is None,
     reason="libfaketime is not installed (./dev setup installs the Debian package faketime)",
 )
 SKEW = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": "+30s", "DONT_FAKE_MONOTONIC": "1"}
