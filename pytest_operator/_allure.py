@@ -246,7 +246,7 @@ def run_plot(run: MonitorRun, op: Operator, ops: Sequence[Op], title: str) -> by
         for i in op.injections.injections
         if i.injected_at > 0
     ]
-    first = min(run.violations, key=lambda v: v.confirmed_at) if run.violations else None
+    first = run.first_detection()
     data = _plots.plot_input(
         title,
         ops,

@@ -71,12 +71,18 @@ class MonitorRun:
         ]
         return min(found, key=lambda v: v.confirmed_at) if found else None
 
+    def first_detection(self) -> Violation | None:
+        """The first violation confirmed in this run, whatever its invariant."""
+        return min(self.violations, key=lambda v: v.confirmed_at) if self.violations else None
+
+    def delay(self, violation: Violation) -> float:
+        """Seconds from the fault's injection (or the run's start, without one) to detection."""
+        origin = self.fault_at if self.fault_at is not None else self.started_at
+        return max(0.0, violation.confirmed_at - origin)
+
     def time_to_detect(self, invariant: str, component: str | None = None) -> float | None:
         v = self.first(invariant, component)
-        if v is None:
-            return None
-        origin = self.fault_at if self.fault_at is not None else self.started_at
-        return max(0.0, v.confirmed_at - origin)
+        return None if v is None else self.delay(v)
 
     def _last(self) -> str:
         last = self.timeline.last_observation()

@@ -141,9 +141,8 @@ class Operator:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         cause = expected if expected is not None else self.expected_cause()
-        ttd = None
-        if run.violations and run.fault_at is not None:
-            ttd = max(0.0, min(v.confirmed_at for v in run.violations) - run.fault_at)
+        first = run.first_detection()
+        ttd = run.delay(first) if first is not None and run.fault_at is not None else None
         case = self.case(run)
         diagnoses = await self._diagnose(case)
         failures = []

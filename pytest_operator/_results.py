@@ -34,12 +34,9 @@ def scenario_result(nodeid: str, trial: int, outcome: str, op: Operator) -> Scen
     first = None
     ttd = None
     for run in op.runs:
-        if run.violations:
-            v = min(run.violations, key=lambda v: v.confirmed_at)
-            if first is None or v.confirmed_at < first.confirmed_at:
-                first = v
-                origin = run.fault_at if run.fault_at is not None else run.started_at
-                ttd = max(0.0, v.confirmed_at - origin)
+        v = run.first_detection()
+        if v is not None and (first is None or v.confirmed_at < first.confirmed_at):
+            first, ttd = v, run.delay(v)
     return ScenarioResult(
         scenario=nodeid,
         trial=trial,
