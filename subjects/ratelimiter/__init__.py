@@ -18,5 +18,7 @@ def __getattr__(name: str) -> RateLimiterSubject:
     if name == "subject":
         from subjects.ratelimiter.adapter import RateLimiterSubject
 
-        return RateLimiterSubject()
+        value = RateLimiterSubject()
+        globals()["subject"] = value  # built once; later lookups find it directly
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pytest_operator._history import History, Outcome
+from pytest_operator._history import History, Op, Outcome
 from pytest_operator._prom import Scrape, delta, histogram_quantile
 from pytest_operator._signals import (
     ComponentSignals,
@@ -202,11 +202,11 @@ class RateLimiterObserver:
         )
         return signals, [Fact("stored_items", float(size), REDIS)]
 
-    def _client_errors(self, now: float) -> dict[str, float]:
+    def _client_errors(self, history: Sequence[Op], now: float) -> dict[str, float]:
         """Per node, the share of client requests resolved in the last second that failed."""
         since = now - CLIENT_ERROR_SPAN
         counts: dict[str, list[int]] = {}
-        for op in reversed(self.history.snapshot()):
+        for op in reversed(history):
             resolved = op.recv if op.recv is not None else op.send
             if resolved < since - 5.0:  # ops resolve roughly in order; stop well past the span
                 break
@@ -282,7 +282,9 @@ class RateLimiterObserver:
                     out.append(Divergence(name, REDIS, key, c.count, truth))
         return out
 
-    def _safety(self, probes: Sequence[_NodeProbe], now: float) -> list[SafetyViolation]:
+    def _safety(
+        self, probes: Sequence[_NodeProbe], history: Sequence[Op], now: float
+    ) -> list[SafetyViolation]:
         limits: dict[str, CounterView] = {}
         for p in probes:
             for c in p.counters:
@@ -290,7 +292,7 @@ class RateLimiterObserver:
         if not limits:
             return []
         since = now - HISTORY_HORIZON
-        ops = [op for op in self.history.snapshot() if op.send >= since]
+        ops = [op for op in history if op.send >= since]
         out: list[SafetyViolation] = []
         for key, view in sorted(limits.items()):
             worst = max_admitted_in_window(
@@ -319,7 +321,8 @@ class RateLimiterObserver:
         now = time.time()
         components = [redis_signals]
         links = []
-        errors = self._client_errors(now)
+        history = self.history.snapshot()  # one copy per tick, for both judges
+        errors = self._client_errors(history, now)
         for p in probes:
             c, link = self._node_signals(p, errors.get(p.name))
             components.append(c)
@@ -329,6 +332,6 @@ class RateLimiterObserver:
             components=tuple(components),
             links=tuple(links),
             divergences=tuple(self._divergences(probes)),
-            safety=tuple(self._safety(probes, now)),
+            safety=tuple(self._safety(probes, history, now)),
             facts=tuple(facts),
         )
