@@ -288,8 +288,14 @@ class _Resolver:
 
 
 def default_run_base() -> Path:
-    """``$PYTEST_OPERATOR_RUN_DIR`` or ``<project>/.run``."""
-    return Path(os.environ.get("PYTEST_OPERATOR_RUN_DIR") or _PROJECT_ROOT / ".run")
+    """``$PYTEST_OPERATOR_RUN_DIR`` or ``<project>/.run/clusters``.
+
+    Only run directories live there: the stale-run cleanup of every cluster start removes
+    any folder in it whose owner is gone, so the plugin's reports (``.run/cases/``) stay
+    out of it. One base serves every pytest-xdist worker: each run directory is named
+    with its owner's PID and the cleanup leaves a live owner's alone.
+    """
+    return Path(os.environ.get("PYTEST_OPERATOR_RUN_DIR") or _PROJECT_ROOT / ".run" / "clusters")
 
 
 def format_offset(seconds: float) -> str:
