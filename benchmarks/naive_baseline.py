@@ -1,7 +1,10 @@
 """The naive baseline for bench_service.py: one EVALSHA per request on a plain asyncio loop.
 
 A minimal ASGI app under uvicorn (asyncio loop, no batching, no registry, no metrics)
-running the same sliding_log Lua script as the service with the same key names:
+running the same sliding_log Lua script as the service (the check prelude and the
+algorithm, composed by the service's own ratelimiter_service._scripts) with the same key
+names. A Redis error is not caught: uvicorn answers it with a 500, which the benchmark
+counts as an error.
 
     python benchmarks/naive_baseline.py --port 8100 --redis-url redis://127.0.0.1:6379/0
 """
@@ -9,21 +12,21 @@ running the same sliding_log Lua script as the service with the same key names:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 import uvicorn
 from redis.exceptions import NoScriptError
 
-SCRIPT = (
-    Path(__file__).resolve().parents[1] / "ratelimiter_service" / "scripts" / "sliding_log.lua"
-).read_text()
-SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+from ratelimiter_service import Algorithm
+from ratelimiter_service._scripts import CHECK_SCRIPTS, Keys, Script
+
+# the script exactly as the service sends it: check_prelude.lua + sliding_log.lua
+SCRIPT: Script = CHECK_SCRIPTS[Algorithm.SLIDING_LOG]
+KEYS = Keys("rl")  # the service's default namespace
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,12 +58,12 @@ class Baseline:
             more = message.get("more_body", False)
         key = json.loads(body)["key"]
         args = (self.limit, self.window_ms, 1, "", f"b:{next(self.sequence)}")
-        keys = (f"rl:{{{key}}}:log", f"rl:{{{key}}}:sum")
+        keys = KEYS.state(Algorithm.SLIDING_LOG, key)
         try:
-            result = await self.redis.evalsha(SHA, 2, *keys, *args)
+            result = await self.redis.evalsha(SCRIPT.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.redis.script_load(SCRIPT)
-            result = await self.redis.evalsha(SHA, 2, *keys, *args)
+            await self.redis.script_load(SCRIPT.source)
+            result = await self.redis.evalsha(SCRIPT.sha, len(keys), *keys, *args)
         allowed, _count, remaining, retry_us, _reset = result
         await _respond(
             send,
