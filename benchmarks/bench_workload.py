@@ -14,6 +14,14 @@ prints per run the achieved send rate, answered rate and send lateness
     .venv/bin/python benchmarks/bench_workload.py --url node-1=http://127.0.0.1:8001
 
 Target: achieved rate >= 3,000/s with lateness p99 <= 5 ms.
+
+A run with errors is refused: the benchmark stops at the first one, prints the errors by
+kind and exits 1 without the medians or the verdict. An error is a request whose outcome
+is ``error`` (an HTTP status other than 200, a socket error, an unreadable reply) or
+``timeout`` (no answer in 2 s), as the client records them; a denial (``rejected``, a
+real node's 200 with "allowed": false) and a degraded node's decision are answers.
+Requests the generator dropped rather than send late are not errors but the measure
+itself: they lower the sent rate.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_operator._history import History, Outcome
 from pytest_operator._workload import Response, Workload, steady, uniform
@@ -163,6 +173,17 @@ class RunResult:
     p99_ms: float
     max_ms: float
     cpu_us: float  # this process's CPU time per request sent
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def describe_errors(self) -> str:
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.error_kinds.items()))
+        return f"{self.errors} errors ({kinds})"
+
+
+def _error_kind(detail: str) -> str:
+    """An error's detail without what varies per request: the status line of an HTTP
+    error, the exception's name of a transport error."""
+    return re.split(r":" if detail.startswith("HTTP") else r"\(", detail, maxsplit=1)[0][:80]
 
 
 async def one_run(urls: Mapping[str, str], rate: float, duration: float, client: str) -> RunResult:
@@ -179,6 +200,11 @@ async def one_run(urls: Mapping[str, str], rate: float, duration: float, client:
         cpu = time.process_time() - cpu
     ops = history.snapshot()
     answered = [op for op in ops if op.outcome in (Outcome.OK, Outcome.REJECTED)]
+    kinds = Counter(
+        f"{op.outcome}: {_error_kind(op.detail or '')}"
+        for op in ops
+        if op.outcome not in (Outcome.OK, Outcome.REJECTED)
+    )
     first = min(op.send for op in ops)
     last = max(op.send for op in ops)
     stats = workload.lateness()
@@ -192,10 +218,11 @@ async def one_run(urls: Mapping[str, str], rate: float, duration: float, client:
         p99_ms=stats.p99 * 1000,
         max_ms=stats.max * 1000,
         cpu_us=cpu / max(1, len(ops)) * 1e6,
+        error_kinds=dict(kinds),
     )
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=3000.0, help="requests/s offered")
@@ -216,7 +243,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
-        return
+        return 0
     # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C, so the stand-in nodes are killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     use_uvloop = not args.no_uvloop
@@ -239,6 +266,10 @@ def main() -> None:
         results: list[RunResult] = []
         for run in range(args.runs):
             result = asyncio.run(one_run(urls, args.rate, args.duration, args.client))
+            if result.errors:
+                print(f"refused: run {run + 1}: {result.describe_errors()}", file=sys.stderr)
+                print("no figures: a run with errors is not a measurement", flush=True)
+                return 1
             results.append(result)
             print(
                 f"run {run + 1}: sent {result.sent_rate:7.0f}/s"
@@ -257,7 +288,8 @@ def main() -> None:
     )
     verdict = "MET" if sent >= 3000 * 0.99 and p99 <= 5.0 and args.rate >= 3000 else "NOT MET"
     print(f"target (>= 3,000/s sent, lateness p99 <= 5 ms): {verdict}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
