@@ -59,7 +59,9 @@ class Op:
 
     ``scheduled`` is when the open-loop schedule wanted it sent, ``send`` when it
     actually left, ``recv`` when its answer (or error) arrived; ``recv`` is None
-    for a timeout. All times are epoch seconds.
+    for a timeout. ``gave_up`` is, for an op that never got an answer, how many
+    seconds after ``send`` the client stopped waiting (its timeout, or the moment the
+    workload stopped), when known. All times are epoch seconds.
     """
 
     index: int
@@ -70,6 +72,17 @@ class Op:
     recv: float | None
     outcome: Outcome
     detail: str | None = None
+    gave_up: float | None = None
+
+    @property
+    def resolved(self) -> float | None:
+        """When the client learnt the outcome: the answer's arrival, or for a timeout the
+        moment it stopped waiting (``send + gave_up``); None when neither is known."""
+        if self.recv is not None:
+            return self.recv
+        if self.gave_up is not None:
+            return self.send + self.gave_up
+        return None
 
     @property
     def latency(self) -> float | None:
@@ -91,6 +104,7 @@ class Op:
             "recv": self.recv,
             "outcome": self.outcome.value,
             "detail": self.detail,
+            "gave_up": self.gave_up,
         }
 
     @classmethod
@@ -101,6 +115,7 @@ class Op:
         try:
             recv = raw["recv"]
             detail = raw.get("detail")
+            gave_up = raw.get("gave_up")
             return cls(
                 index=int(raw["index"]),
                 target=str(raw["target"]),
@@ -110,6 +125,7 @@ class Op:
                 recv=None if recv is None else float(recv),
                 outcome=Outcome(raw["outcome"]),
                 detail=None if detail is None else str(detail),
+                gave_up=None if gave_up is None else float(gave_up),
             )
         except KeyError as exc:
             raise ValueError(f"malformed op {raw!r}: missing field {exc.args[0]!r}") from exc

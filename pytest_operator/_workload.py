@@ -545,6 +545,7 @@ class Workload:
         send = clock.now()
         self._lateness.append(send - scheduled)
         recv: float | None
+        gave_up: float | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self.requester(target, key)
@@ -554,12 +555,29 @@ class Workload:
             recv, outcome, detail = None, Outcome.TIMEOUT, f"no answer within {self.timeout} s"
         except asyncio.CancelledError:
             self.history.append(
-                Op(index, target, key, scheduled, send, None, Outcome.TIMEOUT, "cancelled at stop")
+                Op(
+                    index,
+                    target,
+                    key,
+                    scheduled,
+                    send,
+                    None,
+                    Outcome.TIMEOUT,
+                    "cancelled at stop",
+                    gave_up=clock.now() - send,
+                )
             )
             raise
         except Exception as exc:
             recv, outcome, detail = clock.now(), Outcome.ERROR, f"requester raised {exc!r}"
-        self.history.append(Op(index, target, key, scheduled, send, recv, outcome, detail))
+        if outcome is Outcome.TIMEOUT:
+            # However the timeout was noticed (here, or by the requester's own clock), the
+            # client waited until now and never learnt the outcome: no receive time.
+            gave_up = (recv if recv is not None else clock.now()) - send
+            recv = None
+        self.history.append(
+            Op(index, target, key, scheduled, send, recv, outcome, detail, gave_up=gave_up)
+        )
 
 
 def _as_chooser(keys: KeyChooser | Sequence[str] | str) -> KeyChooser:

@@ -82,6 +82,13 @@ async def test_outcomes_are_recorded_per_request(node: StandinNode) -> None:
         "slow:5": {(Outcome.TIMEOUT, "no answer within 0.3 s", True)},
     }
     assert len(history) == 40
+    # a timeout has no receive time, but the history knows when the client gave up on it
+    for op in history.ops:
+        if op.outcome is Outcome.TIMEOUT:
+            assert op.gave_up == pytest.approx(0.3, abs=0.1)
+            assert op.resolved == op.send + op.gave_up
+        else:
+            assert op.gave_up is None and op.resolved == op.recv
 
 
 async def test_targets_are_taken_round_robin_or_at_random(node: StandinNode) -> None:
@@ -115,6 +122,8 @@ async def test_stop_without_drain_cancels_in_flight_requests_cleanly(node: Stand
     assert {(op.outcome, op.detail, op.recv) for op in history.ops} == {
         (Outcome.TIMEOUT, "cancelled at stop", None)
     }
+    # abandoned at the stop: given up on after at most the time the workload ran
+    assert all(op.gave_up is not None and 0 <= op.gave_up < 1.0 for op in history.ops)
     leftovers = [t for t in asyncio.all_tasks() if t.get_name() == "workload-driver"]
     assert leftovers == []
     # Stopped means stopped: nothing more is sent.
@@ -194,6 +203,9 @@ async def test_history_round_trips_through_json(node: StandinNode) -> None:
         history = await workload.run(steady(100, 0.2), uniform(["allow", "block", "boom"]))
     again = History.from_json(history.to_json())
     assert again.ops == history.ops
+    old_format = history.ops[0].to_dict()
+    del old_format["gave_up"]  # written before the field existed: still readable
+    assert History.from_json(json.dumps({"ops": [old_format]})).ops == (history.ops[0],)
     assert history.targets() == ("n1", "n2")
     rejected = history.select(target="n2", outcomes=Outcome.REJECTED)
     assert rejected and all(op.target == "n2" and op.key == "block" for op in rejected)
