@@ -30,6 +30,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "window_ms": (None, "1000"),
     "redis_timeout_ms": (None, "100"),
     "latency_threshold_ms": (None, "100"),
+    "client_latency_threshold_ms": (None, "500"),
     "prometheus": (("0", "1"), "0"),  # 1: a real Prometheus scrapes the nodes (embedded)
 }
 
@@ -44,7 +45,8 @@ class RateLimiterSession:
         self._observer = RateLimiterObserver(direct, str(cluster.address(REDIS)), history)
         self._api = ManagementApi(direct)
         self.invariants: Sequence[Invariant] = invariants(
-            latency_ms=float(config.get("latency_threshold_ms", "100"))
+            latency_ms=float(config.get("latency_threshold_ms", "100")),
+            client_latency_ms=float(config.get("client_latency_threshold_ms", "500")),
         )
         self.actions: Sequence[Action] = catalogue(self._api, cluster.restart)
         self._requesters: list[Requester] = []

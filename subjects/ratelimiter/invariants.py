@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_operator._cluster import CLIENT
 from pytest_operator._invariants import Category, Finding, Invariant
 from pytest_operator._signals import Observation
 
@@ -51,6 +52,31 @@ def _high_latency(threshold_ms: float) -> Invariant:
         Category.LATENCY,
         check,
         description=f"a node's decision latency p99 stays under {threshold_ms:.0f} ms",
+        grace=1.0,
+        threshold=threshold_ms,
+    )
+
+
+def _slow_for_clients(threshold_ms: float) -> Invariant:
+    def check(obs: Observation) -> list[Finding]:
+        return [
+            Finding(
+                link.target,
+                f"clients saw p99 {link.latency_p99_ms:.0f} ms > {threshold_ms:.0f} ms",
+                link.latency_p99_ms,
+            )
+            for link in obs.links
+            if link.source == CLIENT
+            and link.latency_p99_ms is not None
+            and link.latency_p99_ms > threshold_ms
+        ]
+
+    return Invariant(
+        "slow_for_clients",
+        Category.LATENCY,
+        check,
+        description=f"the p99 latency clients see from each node stays under"
+        f" {threshold_ms:.0f} ms (judged from the client history)",
         grace=1.0,
         threshold=threshold_ms,
     )
@@ -126,7 +152,9 @@ def _clock_skew(threshold_ms: float) -> Invariant:
     )
 
 
-def invariants(*, latency_ms: float = 100.0, drift: float = 5.0) -> tuple[Invariant, ...]:
+def invariants(
+    *, latency_ms: float = 100.0, client_latency_ms: float = 500.0, drift: float = 5.0
+) -> tuple[Invariant, ...]:
     return (
         Invariant(
             "node_down",
@@ -143,6 +171,7 @@ def invariants(*, latency_ms: float = 100.0, drift: float = 5.0) -> tuple[Invari
             grace=0.25,
         ),
         _high_latency(latency_ms),
+        _slow_for_clients(client_latency_ms),
         _counter_drift(drift),
         Invariant(
             "ghost_allowing",

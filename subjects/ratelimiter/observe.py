@@ -23,6 +23,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from pytest_operator._cluster import CLIENT
 from pytest_operator._history import History, Op, Outcome
 from pytest_operator._prom import Scrape, delta, histogram_quantile
 from pytest_operator._signals import (
@@ -68,6 +69,14 @@ class _NodeProbe:
     scrape: Scrape | None = None
     counters: list[CounterView] = field(default_factory=list)
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSeen:
+    """One node as its clients saw it over the last second (from the history)."""
+
+    error_rate: float
+    latency_p99_ms: float | None
 
 
 def _failure_of(exc: BaseException) -> ProbeFailure:
@@ -202,23 +211,37 @@ class RateLimiterObserver:
         )
         return signals, [Fact("stored_items", float(size), REDIS)]
 
-    def _client_errors(self, history: Sequence[Op], now: float) -> dict[str, float]:
-        """Per node, the share of client requests resolved in the last second that failed."""
+    def _client_seen(self, history: Sequence[Op], now: float) -> dict[str, ClientSeen]:
+        """Per node, what clients saw of it over the last second: the share of requests
+        that failed or timed out (a timeout counts when the client gave up on it), and
+        the p99 latency of those answered."""
         since = now - CLIENT_ERROR_SPAN
         counts: dict[str, list[int]] = {}
+        latencies: dict[str, list[float]] = {}
         for op in reversed(history):
-            resolved = op.recv if op.recv is not None else op.send
-            if resolved < since - 5.0:  # ops resolve roughly in order; stop well past the span
+            resolved = op.resolved
+            if resolved is None:
+                resolved = op.send  # a timeout of unknown length: dated when it was sent
+            if resolved < since - 10.0:  # ops resolve roughly in order; stop well past
                 break
-            if resolved < since:
+            if resolved < since or resolved > now:
                 continue
             c = counts.setdefault(op.target, [0, 0])
             c[0] += 1
             c[1] += op.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
-        return {t: bad / n for t, (n, bad) in counts.items() if n >= MIN_CLIENT_SAMPLE}
+            if op.recv is not None and op.outcome in (Outcome.OK, Outcome.REJECTED):
+                latencies.setdefault(op.target, []).append((op.recv - op.send) * 1000)
+        out = {}
+        for target, (n, bad) in counts.items():
+            if n < MIN_CLIENT_SAMPLE:
+                continue
+            answered = sorted(latencies.get(target, ()))
+            p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else None
+            out[target] = ClientSeen(error_rate=bad / n, latency_p99_ms=p99)
+        return out
 
     def _node_signals(
-        self, p: _NodeProbe, error_rate: float | None
+        self, p: _NodeProbe, seen: ClientSeen | None
     ) -> tuple[ComponentSignals, LinkSignals]:
         prev = self._prev_scrape.get(p.name)
         cur = p.scrape
@@ -249,7 +272,7 @@ class RateLimiterObserver:
             ready=p.ready,
             degraded=None if p.mode is None else p.mode != "normal",
             latency_p99_ms=latency,
-            error_rate=error_rate,
+            error_rate=None if seen is None else seen.error_rate,
             request_rate=rate,
             started_at=p.started_at,
             clock_offset_ms=p.clock_offset_ms,
@@ -322,11 +345,22 @@ class RateLimiterObserver:
         components = [redis_signals]
         links = []
         history = self.history.snapshot()  # one copy per tick, for both judges
-        errors = self._client_errors(history, now)
+        seen = self._client_seen(history, now)
         for p in probes:
-            c, link = self._node_signals(p, errors.get(p.name))
+            c, link = self._node_signals(p, seen.get(p.name))
             components.append(c)
             links.append(link)
+        for name, s in sorted(seen.items()):
+            # the clients' link to the node, judged by what they saw through it
+            links.append(
+                LinkSignals(
+                    CLIENT,
+                    name,
+                    up=None,
+                    error_rate=s.error_rate,
+                    latency_p99_ms=s.latency_p99_ms,
+                )
+            )
         return Observation(
             at=now,
             components=tuple(components),
