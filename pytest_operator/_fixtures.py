@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPERATOR = pytest.StashKey[Operator]()
+HEALTHY_TIMEOUT = 30.0
+"""Seconds a reset cluster may take to be healthy again before a scenario starts."""
 
 
 def _options(config: pytest.Config) -> OperatorOptions:
@@ -163,8 +165,13 @@ async def subject(
     subject_config: SubjectConfig,
     history: History,
 ) -> AsyncIterator[SubjectSession]:
+    from pytest_operator._monitor import wait_healthy
+
     session = operator_subject.open(cluster, subject_config, history)
     try:
+        # the cluster's processes are up; wait until the subject says it is whole again
+        # (a node reconnecting to a restarted store, say) before resetting its state
+        await wait_healthy(session.observe, timeout=HEALTHY_TIMEOUT)
         await session.reset()
         yield session
     finally:

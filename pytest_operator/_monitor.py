@@ -29,6 +29,50 @@ class UnexpectedViolation(AssertionError):
     pass
 
 
+class NotHealthy(RuntimeError):
+    """The subject did not come back to health in time (between scenarios, say)."""
+
+
+def unhealthy(obs: Observation) -> list[str]:
+    """What keeps an observation from being healthy: a component that does not answer
+    the monitor or says it is not ready, a link that is down."""
+    bad = [
+        f"{c.component} {'not ready' if c.reachable else 'unreachable'}"
+        for c in obs.components
+        if not c.reachable or c.ready is False
+    ]
+    bad += [f"{lk.source}->{lk.target} down" for lk in obs.links if lk.up is False]
+    return bad
+
+
+async def wait_healthy(
+    observe: Observe, *, timeout: float, interval: float = 0.1, attempt_timeout: float = 5.0
+) -> Observation:
+    """Observe until every component answers and is ready and no link is down.
+
+    A subject's state is only safe to reset, and a scenario only fair to start, once the
+    cluster is healthy again: a store that has just restarted is ready before its
+    clients have reconnected to it. Raises :class:`NotHealthy` naming what is not.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = "no observation yet"
+    while True:
+        try:
+            async with asyncio.timeout(attempt_timeout):
+                obs = await observe()
+        except Exception as exc:  # a failing observation is one more reason to wait
+            last = f"observe() failed: {type(exc).__name__}: {exc}"
+        else:
+            bad = unhealthy(obs)
+            if not bad:
+                return obs
+            last = ", ".join(bad)
+        if loop.time() >= deadline:
+            raise NotHealthy(f"the subject was not healthy after {timeout:.0f} s: {last}")
+        await asyncio.sleep(interval)
+
+
 @dataclass(frozen=True, slots=True)
 class ObserveError:
     """A tick whose observation failed: a harness or subject error, not a violation."""

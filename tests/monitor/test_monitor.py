@@ -112,3 +112,49 @@ def test_bad_configuration_is_refused_with_a_message() -> None:
         Monitor(Script([True]), [inv()]).invariant("nope")
     with pytest.raises(ValueError, match="grace -1 must be >= 0"):
         inv(grace=-1)
+
+
+async def test_wait_healthy_returns_once_every_component_is_ready_and_every_link_up() -> None:
+    from pytest_operator._monitor import unhealthy, wait_healthy
+    from pytest_operator._signals import LinkSignals
+
+    seen = [
+        Observation(at=1.0, components=(ComponentSignals("store", reachable=False),)),
+        Observation(at=2.0, components=(ComponentSignals("svc", reachable=True, ready=False),)),
+        Observation(
+            at=3.0,
+            components=(ComponentSignals("svc", reachable=True, ready=True),),
+            links=(LinkSignals("svc", "store", up=False),),
+        ),
+        Observation(at=4.0, components=(ComponentSignals("svc", reachable=True, ready=True),)),
+    ]
+    assert [unhealthy(o) for o in seen] == [
+        ["store unreachable"],
+        ["svc not ready"],
+        ["svc->store down"],
+        [],
+    ]
+    calls = iter(seen)
+
+    async def observe() -> Observation:
+        return next(calls)
+
+    healthy = await wait_healthy(observe, timeout=5.0, interval=0.001)
+    assert healthy.at == 4.0
+
+
+async def test_wait_healthy_gives_up_naming_what_is_wrong() -> None:
+    from pytest_operator._monitor import NotHealthy, wait_healthy
+
+    async def observe() -> Observation:
+        return Observation(
+            at=1.0, components=(ComponentSignals("svc", reachable=True, ready=False),)
+        )
+
+    async def broken() -> Observation:
+        raise ConnectionError("refused")
+
+    with pytest.raises(NotHealthy, match=r"^the subject was not healthy after 0 s: svc not ready$"):
+        await wait_healthy(observe, timeout=0.2, interval=0.01)
+    with pytest.raises(NotHealthy, match=r"observe\(\) failed: ConnectionError: refused$"):
+        await wait_healthy(broken, timeout=0.2, interval=0.01)
