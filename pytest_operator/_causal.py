@@ -167,13 +167,19 @@ class _Features:
         p = max(lat, key=lambda x: x[1])
         return p[1], p[0]
 
+    def caller_cut_off(self, source: str) -> bool:
+        """Every one of several links out of ``source`` failed: whatever happened is at the
+        caller's end (clients that overwhelm every node, say), not on a link."""
+        out = [lf for (a, _), lf in self.links.items() if a == source]
+        return len(out) > 1 and all(lf.down for lf in out)
+
     def infrastructure_signal(self) -> bool:
         return (
             any(
                 f.unreachable or abs(f.max_offset_ms) > CLOCK_SKEW_MS
                 for f in self.components.values()
             )
-            or any(lf.down for lf in self.links.values())
+            or any(lf.down for key, lf in self.links.items() if not self.caller_cut_off(key[0]))
             or any(f.data_lost_at is not None for f in self.components.values())
         )
 
@@ -232,10 +238,15 @@ class CausalEngine:
             if comp.kind is ComponentKind.CLIENT:
                 continue
             scorers += self._component(comp.name, comp.kind, f, case)
+        clients = {c.name for c in case.topology.components if c.kind is ComponentKind.CLIENT}
         for link in case.topology.links:
-            if link.source == CLIENT or link.source not in f.components:
+            if link.source not in f.components and link.source not in clients:
                 continue
-            scorers += self._link(link.source, link.target, f)
+            if (link.source, link.target) not in f.links:
+                continue  # nobody reported on this link
+            scorers += self._link(
+                link.source, link.target, f, caller_is_client=link.source in clients
+            )
         scorers += self._traffic(f, case)
         ranked = sorted(
             (s for s in scorers if s.score >= MIN_SCORE), key=lambda s: (-s.score, str(s.cause))
@@ -286,6 +297,16 @@ class CausalEngine:
         if restarted is not None:
             crash.add(1, f"{name} came back with a new start time", restarted)
             pause.add(-1, f"{name} restarted; a frozen process keeps its start time", restarted)
+        if c.unreachable:
+            # a silent component explains what failed at it, or at whatever depends on it
+            for s in (crash, pause):
+                _explains(
+                    s,
+                    f,
+                    {name} | f.dependents[name],
+                    AVAILABILITY,
+                    f"no availability violation at {name} or at what depends on it",
+                )
         if inbound and len(inbound_down) == len(inbound) and c.unreachable:
             for s in (crash, pause):
                 s.add(
@@ -327,9 +348,13 @@ class CausalEngine:
             out.append(loss)
         return out
 
-    def _link(self, a: str, b: str, f: _Features) -> list[_Scorer]:
+    def _link(self, a: str, b: str, f: _Features, *, caller_is_client: bool) -> list[_Scorer]:
+        """Hypotheses on the link a -> b. When ``a`` is the clients (a pseudo-component
+        whose failures the subject reports against the component they called), the
+        violations to explain are ``b``'s."""
         lf = f.links[(a, b)]
         ca, cb = f.components.get(a), f.components.get(b)
+        blamed = {b} if caller_is_client else {a}
         part = _Scorer(RootCause(FaultKind.PARTITION, a, b))
         lat = _Scorer(RootCause(FaultKind.LATENCY, a, b))
         bw = _Scorer(RootCause(FaultKind.BANDWIDTH, a, b))
@@ -349,6 +374,16 @@ class CausalEngine:
                 part.add(1, f"every other link into {b} stayed up")
             if ca is not None and ca.divergences:
                 part.add(1, f"{a}'s view of shared state drifted from {b}'s", ca.divergence_at)
+            behind = [k for k in f.links if k[0] == b and f.links[k].down]
+            if behind:
+                part.add(
+                    -3,
+                    f"{b}'s own calls to {behind[0][1]} failed: the failure lies behind {b}",
+                    _first(f.links[behind[0]].down),
+                )
+            siblings = [k for k in f.links if k[0] == a and k[1] != b]
+            if siblings and all(f.links[k].down for k in siblings):
+                part.add(-2, f"{a}'s calls to every other component failed too: not one link")
         if cb is not None and cb.unreachable:
             part.add(-3, f"{b} itself stopped answering", _first(cb.refused or cb.timeouts))
         if ca is not None and ca.unreachable and not lf.down:
@@ -357,13 +392,15 @@ class CausalEngine:
             _explains(
                 part,
                 f,
-                {a},
+                blamed,
                 {Category.AVAILABILITY, Category.CONSISTENCY},
-                f"no availability or consistency violation at {a}",
+                f"no availability or consistency violation at {', '.join(sorted(blamed))}",
             )
 
         p99, at = f.link_p99((a, b))
         others_p99 = [f.link_p99(k)[0] for k in f.links if k[1] == b and k[0] != a]
+        if not others_p99:  # nothing else calls b: compare with a's calls to the others
+            others_p99 = [f.link_p99(k)[0] for k in f.links if k[0] == a and k[1] != b]
         baseline = statistics.median(others_p99) if others_p99 else 0.0
         if p99 > LINK_LATENCY_FLOOR_MS and p99 > 3 * baseline:
             lat.add(
@@ -372,8 +409,21 @@ class CausalEngine:
             bw.add(2, f"{a}'s calls to {b} slowed to p99 {p99:.0f} ms", at)
             if ca is not None and ca.latencies and max(ca.latencies) > LINK_LATENCY_FLOOR_MS:
                 lat.add(1, f"{a}'s own latency rose to {max(ca.latencies):.0f} ms")
+            if cb is not None and cb.latencies and max(cb.latencies) >= p99 / 2:
+                for s in (lat, bw):
+                    s.add(
+                        -3,
+                        f"{b}'s own latency ({max(cb.latencies):.0f} ms) accounts for it:"
+                        f" the delay is at or behind {b}, not on the link",
+                    )
             for s in (lat, bw):
-                _explains(s, f, {a}, {Category.LATENCY}, f"no latency violation at {a}")
+                _explains(
+                    s,
+                    f,
+                    blamed,
+                    {Category.LATENCY},
+                    f"no latency violation at {b if caller_is_client else a}",
+                )
         return [part, lat, bw]
 
     def _traffic(self, f: _Features, case: Case) -> list[_Scorer]:
