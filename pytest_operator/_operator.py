@@ -105,14 +105,23 @@ class Operator:
         self.runs.append(run)
         return run
 
-    def expected_cause(self) -> RootCause:
-        """The root cause the injected chaos should be diagnosed as."""
+    def expected_causes(self) -> tuple[RootCause, ...]:
+        """The root causes the injected chaos should be diagnosed as (one per fault)."""
         causes = self.injections.root_causes()
-        if len(causes) != 1:
-            what = ", ".join(map(str, causes)) or "no fault"
+        if not causes:
             raise AssertionError(
-                f"cannot tell the expected root cause: this test injected {what};"
+                "cannot tell the expected root cause: this test injected no fault;"
                 " pass expected=RootCause(...) explicitly"
+            )
+        return causes
+
+    def expected_cause(self) -> RootCause:
+        """The root cause the injected chaos should be diagnosed as (exactly one)."""
+        causes = self.expected_causes()
+        if len(causes) != 1:
+            raise AssertionError(
+                f"cannot tell the expected root cause: this test injected"
+                f" {', '.join(map(str, causes))}; pass expected=RootCause(...) explicitly"
             )
         return causes[0]
 
@@ -135,25 +144,45 @@ class Operator:
         return [await engine.diagnose(case) for engine in self.engines]
 
     async def assert_diagnosis(
-        self, run: MonitorRun, expected: RootCause | None = None, *, top_k: int = 1
+        self,
+        run: MonitorRun,
+        expected: RootCause | Sequence[RootCause] | None = None,
+        *,
+        top_k: int | None = None,
     ) -> list[Diagnosis]:
-        """Every engine must rank the injected root cause within its first ``top_k``."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        cause = expected if expected is not None else self.expected_cause()
+        """Every engine must rank each injected root cause within its first ``top_k``.
+
+        ``expected`` defaults to the causes of the faults this test injected; ``top_k``
+        defaults to their number (one fault: ranked first; two faults injected together:
+        both within the top 2).
+        """
+        if expected is None:
+            causes = self.expected_causes()
+        elif isinstance(expected, RootCause):
+            causes = (expected,)
+        else:
+            causes = tuple(expected)
+            if not causes:
+                raise ValueError("expected names no root cause")
+        k = len(causes) if top_k is None else top_k
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1, got {k}")
         first = run.first_detection()
         ttd = run.delay(first) if first is not None and run.fault_at is not None else None
         case = self.case(run)
         diagnoses = await self._diagnose(case)
         failures = []
         for d in diagnoses:
-            rank = d.rank_of(cause)
-            self.diagnoses.append(DiagnosisRecord(cause, d, rank, ttd, case))
-            if rank is None or rank > top_k:
+            named = d.top.cause if d.top is not None else "no fault"
+            for cause in causes:
+                rank = d.rank_of(cause)
+                self.diagnoses.append(DiagnosisRecord(cause, d, rank, ttd, case))
+                if rank is not None and rank <= k:
+                    continue
                 where = "not ranked" if rank is None else f"ranked {_ordinal(rank)}"
-                named = d.top.cause if d.top is not None else "no fault"
+                want = f"{cause}" if k == 1 else f"{cause} within the top {k}"
                 failures.append(
-                    f"{d.engine}: diagnosis named {named}; expected {cause}; {where}"
+                    f"{d.engine}: diagnosis named {named}; expected {want}; {where}"
                     f" (top 3: {d.top_causes(3)})"
                 )
         if failures:
