@@ -15,7 +15,9 @@ every fault has healed, so its window is known):
 At the end of the session it writes ``categories.json`` (not detected,
 misdiagnosed, harness error, subject error), ``environment.properties``,
 ``executor.json`` and :data:`ACCURACY_FILE` into the results directory, and the
-accuracy table as a global attachment.
+accuracy table as a global attachment. Under pytest-xdist each worker writes its
+tests' results and the controller alone writes these, once, over every worker's
+cases (see :mod:`pytest_operator._results`).
 """
 
 from __future__ import annotations
@@ -349,6 +351,10 @@ class AllureReporting:
     # ------------------------------------------------------------ session
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from pytest_operator._results import xdist_worker
+
+        if xdist_worker(self.config) is not None:
+            return  # the controller writes the run's files, with every worker's cases
         self.results_dir.mkdir(parents=True, exist_ok=True)
         (self.results_dir / "categories.json").write_text(categories_json() + "\n")
         (self.results_dir / "environment.properties").write_text(self.environment())

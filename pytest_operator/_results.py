@@ -1,9 +1,21 @@
 """Collects what every scenario saw (detection, diagnoses) and reports it at the end:
-a line per scenario, the accuracy table, and the accuracy JSON."""
+a line per scenario, the accuracy table, and the accuracy JSON.
+
+Each scenario trial's results ride on its call-phase test report (the attribute
+:data:`REPORT_ATTR`, JSON data) and are collected from the reports. In one process
+that is a detour; under pytest-xdist it is how they reach the controller: a worker
+sends every report to it whole, extra attributes included, as each test ends. So the
+controller alone prints the summary and writes ``.run/accuracy.json`` and
+``.run/scenarios.json`` for the whole run, and a worker that crashes loses only the
+test it was running. Workers write each diagnosed case to ``.run/cases/`` themselves,
+under the test's own name.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -14,7 +26,17 @@ import pytest
 from pytest_operator._accuracy import CaseResult, cause_str, summarize, table, write_json
 from pytest_operator._fixtures import OPERATOR
 from pytest_operator._operator import Operator
-from pytest_operator._serde import case_to_json, to_data
+from pytest_operator._serde import case_to_json, from_data, to_data
+from pytest_operator.plugin import OPTIONS, SKIPPED_ENGINES
+
+REPORT_ATTR = "operator_scenario"
+"""The test report attribute carrying a :class:`ScenarioReport` as JSON data."""
+
+
+def xdist_worker(config: pytest.Config) -> str | None:
+    """The pytest-xdist worker id (``gw0``...) when this process is one, else None."""
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +88,47 @@ def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class ScenarioReport:
+    """What one scenario trial adds to the run's summary, as it travels on its report."""
+
+    order: int
+    """The test's position in the collection (the same on every xdist worker)."""
+    subject: str | None
+    scenario: ScenarioResult
+    cases: tuple[CaseResult, ...]
+
+
+def _case_file(nodeid: str, trial: int) -> str:
+    """``<module>-<test>-trial<N>.json``: unique per test, so workers never share a file."""
+    path, _, name = nodeid.partition("::")
+    stem = Path(path).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{name}") + f"-trial{trial}.json"
+
+
 class Results:
-    """A pytest plugin object: one per session."""
+    """A pytest plugin object: one per session (per process under xdist; the
+    controller's collects every worker's results and reports them)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.scenarios: list[ScenarioResult] = []
-        self.cases: list[CaseResult] = []
+        self.worker = xdist_worker(config)
+        self.reports: list[ScenarioReport] = []
+        self._order: dict[str, int] = {}
+
+    @property
+    def scenarios(self) -> list[ScenarioResult]:
+        return [r.scenario for r in self._in_order()]
+
+    @property
+    def cases(self) -> list[CaseResult]:
+        return [c for r in self._in_order() for c in r.cases]
+
+    def _in_order(self) -> list[ScenarioReport]:
+        return sorted(self.reports, key=lambda r: r.order)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._order = {item.nodeid: i for i, item in enumerate(session.items)}
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -84,10 +140,28 @@ class Results:
             if op is not None:
                 callspec = getattr(item, "callspec", None)
                 trial = int(callspec.params.get("operator_trial", 1)) if callspec else 1
-                self.scenarios.append(scenario_result(item.nodeid, trial, report.outcome, op))
-                self.cases += case_results(item.nodeid, trial, op)
+                scenario = ScenarioReport(
+                    order=self._order.get(item.nodeid, len(self._order)),
+                    subject=self.config.stash[OPTIONS].subject,
+                    scenario=scenario_result(item.nodeid, trial, report.outcome, op),
+                    cases=tuple(case_results(item.nodeid, trial, op)),
+                )
+                setattr(report, REPORT_ATTR, to_data(scenario))
                 self._keep_cases(item.nodeid, trial, op)
         return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect a scenario's results from its report (a worker's, under xdist)."""
+        data = getattr(report, REPORT_ATTR, None)
+        if data is None or self.worker is not None:
+            return
+        scenario = from_data(ScenarioReport, data)
+        self.reports.append(scenario)
+        opts = self.config.stash[OPTIONS]
+        if opts.subject is None and scenario.subject is not None:
+            # an xdist controller collects nothing, so it learns the subject the scenarios'
+            # markers chose (plugin.pytest_collection_modifyitems) from their workers
+            self.config.stash[OPTIONS] = dataclasses.replace(opts, subject=scenario.subject)
 
     def _keep_cases(self, nodeid: str, trial: int, op: Operator) -> None:
         """Each diagnosed case as JSON under .run/cases/, for debugging and as test data."""
@@ -96,20 +170,22 @@ class Results:
             if id(d.case) in written:
                 continue
             written.add(id(d.case))
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::")[-1])
-            path = self.config.rootpath / ".run" / "cases" / f"{name}-trial{trial}.json"
+            path = self.config.rootpath / ".run" / "cases" / _case_file(nodeid, trial)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(case_to_json(d.case) + "\n")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(case_to_json(d.case) + "\n")
+            os.replace(tmp, path)
 
     def json_path(self) -> Path:
         return self.config.rootpath / ".run" / "accuracy.json"
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.scenarios:
+        if self.worker is not None or not self.reports:
             return
         tr = terminalreporter
         tr.write_sep("=", "operator: scenarios")
-        for s in self.scenarios:
+        scenarios = self.scenarios
+        for s in scenarios:
             ttd = "-" if s.time_to_detect is None else f"{s.time_to_detect:.2f} s"
             ranks = " ".join(f"{e}:{r if r is not None else '-'}" for e, r in s.ranks) or "-"
             name = s.scenario.split("::")[-1]
@@ -117,17 +193,16 @@ class Results:
                 f"{s.outcome:<7} {name:<60} detected={s.detected or 'nothing'}"
                 f" ttd={ttd} rank={ranks}"
             )
-        if self.cases:
+        cases = self.cases
+        if cases:
             tr.write_sep("=", "operator: diagnosis accuracy")
-            for line in table(summarize(self.cases)):
+            for line in table(summarize(cases)):
                 tr.write_line(line)
-            from pytest_operator.plugin import SKIPPED_ENGINES
-
             for why in self.config.stash.get(SKIPPED_ENGINES, []):
                 tr.write_line(f"not run: {why}")
             path = self.json_path()
-            write_json(path, self.cases)
+            write_json(path, cases)
             tr.write_line(f"accuracy written to {path}")
-        scenarios = self.config.rootpath / ".run" / "scenarios.json"
-        scenarios.parent.mkdir(parents=True, exist_ok=True)
-        scenarios.write_text(json.dumps([to_data(s) for s in self.scenarios], indent=2) + "\n")
+        out = self.config.rootpath / ".run" / "scenarios.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps([to_data(s) for s in scenarios], indent=2) + "\n")

@@ -55,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(AllureReporting(config, alluredir), "operator-allure")
 
 
+@pytest.hookimpl(tryfirst=True, specname="pytest_configure")
+def pytest_configure_xdist_worker(config: pytest.Config) -> None:
+    """An xdist worker leaves ``--alluredir`` as it is: the controller cleaned it
+    (``--clean-alluredir``) before any worker started, and a worker that xdist starts
+    after another crashed would delete every result written so far. (Before
+    allure-pytest's own ``pytest_configure``, which cleans.)"""
+    if hasattr(config, "workerinput") and getattr(config.option, "clean_alluredir", False):
+        config.option.clean_alluredir = False
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [config.stash[OPTIONS].header()]
     lines += [
