@@ -61,6 +61,40 @@ def test_misdiagnosis_message_names_expected_rank_and_top_three(pytester: pytest
     )
 
 
+def test_two_faults_want_both_causes_within_the_top_two(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_two="""
+        import pytest
+        from pytest_operator import FaultKind, RootCause, compose, kill, partition, steady
+
+        pytestmark = pytest.mark.subject("ratelimiter")
+
+        @pytest.mark.chaos(compose(kill("node-1"), partition("client", "node-3")))
+        async def test_both_named(operator, workload):
+            await workload.start(steady(rate=60), keys="k1")
+            run = await operator.monitor(until="request_errors", timeout=15, settle=1.0)
+            run.assert_detected("node_down", component="node-1")
+            await operator.assert_diagnosis(run)  # both injected causes, within the top 2
+
+        @pytest.mark.chaos(compose(kill("node-1"), partition("client", "node-3")))
+        async def test_one_expected_wrongly(operator, workload):
+            await workload.start(steady(rate=60), keys="k1")
+            run = await operator.monitor(until="request_errors", timeout=15, settle=1.0)
+            wrong = RootCause(FaultKind.PAUSE, "node-2")
+            await operator.assert_diagnosis(run, [RootCause(FaultKind.CRASH, "node-1"), wrong])
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *Misdiagnosed: causal: diagnosis named *; expected pause(node-2) within the"
+            " top 2; not ranked (top 3: *crash(node-1)*",
+        ]
+    )
+
+
 def test_bad_scenario_inputs_are_usage_errors(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
     pytester.makepyfile(
