@@ -6,8 +6,13 @@ Every fault kind has a signature over the signal vocabulary (``_signals``):
   listens), and may come back with a fresh start time;
 - pause(c): c stops answering with timeouts, and comes back with the same start time;
 - partition(a, b): a's link to b fails while a and b both answer the monitor and b's
-  other links are fine; a's view of shared state may drift;
-- latency / bandwidth(a, b): a's calls to b get slow while the link stays up;
+  other links are fine; a's view of shared state may drift. Not when b's own calls
+  onward fail too (the failure lies behind b) or when every link of a fails (it is at a);
+- latency / bandwidth(a, b): a's calls to b get slow while the link stays up, and b's
+  own latency does not account for it;
+
+``a`` may be the clients (a pseudo-component): their links are judged from the client
+history, and the violations such a fault must explain are those of the component called.
 - clock_skew(c): c's clock is far from the monitor's, and safety breaks at c;
 - data_loss(s): a store lost the monitor's canary, restarted, and safety breaks on
   several components at once;
