@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -118,6 +119,8 @@ async def main() -> int:
         "--prometheus", action="store_true", help="add the real Prometheus (an observer)"
     )
     args = parser.parse_args()
+    # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C: the cluster is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ready: list[float] = []
     stop: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -96,16 +97,14 @@ def run_suite(
         command += ["-n", str(workers)]
     command += pytest_args
     began = time.monotonic()
-    try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as expired:
-        out = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else ""
-        raise Refused(f"{label}: pytest ran over {timeout:.0f} s{_tail(out)}") from None
+    returncode, stdout, stderr = _pytest(command, timeout)
     seconds = time.monotonic() - began
-    output = done.stdout + done.stderr
-    if done.returncode != 0:
-        raise Refused(f"{label}: pytest exited with {done.returncode}{_tail(output)}")
-    passed = _passed(done.stdout)
+    output = stdout + stderr
+    if returncode is None:
+        raise Refused(f"{label}: pytest ran over {timeout:.0f} s{_tail(output)}")
+    if returncode != 0:
+        raise Refused(f"{label}: pytest exited with {returncode}{_tail(output)}")
+    passed = _passed(stdout)
     run_dir = rootdir / ".run"
     try:
         recorded = json.loads((run_dir / "scenarios.json").read_text())
@@ -131,6 +130,40 @@ def run_suite(
             f"{' (' + ', '.join(not_passed) + ')' if not_passed else ''}{_tail(output)}"
         )
     return SuiteRun(label, seconds, scenarios, accuracy)
+
+
+def _pytest(command: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """Run pytest in its own process group: exit status (None past ``timeout``), stdout,
+    stderr. Past the timeout, or when this process is stopped, pytest gets SIGINT (it tears
+    its clusters down as on Ctrl-C), then SIGKILL after 30 s."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        return process.returncode, stdout, stderr
+    except subprocess.TimeoutExpired:
+        stdout, stderr = _interrupt(process)
+        return None, stdout, stderr
+    except BaseException:
+        _interrupt(process)
+        raise
+
+
+def _interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        return process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate(timeout=30)
+    except ProcessLookupError:
+        return process.communicate(timeout=30)
 
 
 def _passed(stdout: str) -> int:
@@ -194,6 +227,8 @@ def main() -> int:
         "--timeout", type=float, default=1800, help="seconds allowed to one pytest run"
     )
     args, pytest_args = parser.parse_known_args()
+    # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C: pytest is interrupted first
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pytest_args = [a for a in pytest_args if a != "--"]
     if args.workers < 1 or args.runs < 1 or args.trials < 1:
         parser.error("--workers, --runs and --trials must be at least 1")

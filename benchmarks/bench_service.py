@@ -283,6 +283,8 @@ def main() -> int:
         help="the baseline app: a script taking --port and --redis-url (default: %(default)s)",
     )
     args = parser.parse_args()
+    # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C: Redis and the subject are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.loadgen == "wrk" and not shutil.which("wrk"):
         print("refused: --loadgen wrk, but wrk is not installed (Debian: wrk)", file=sys.stderr)
         return 1

@@ -1,0 +1,210 @@
+"""A short run of every benchmark, so a refactor cannot silently break a figure the
+README quotes; and benchmarks refusing runs with errors, against real failing subjects.
+
+Each benchmark runs as its own process with tiny parameters (a second of load, one run)
+and must exit 0 and print, in the README's words, the figures the README quotes. These
+are smoke runs: they check that the figures exist and are sane, not their targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.conftest import BENCHMARKS, run_benchmark
+
+NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def figures(pattern: str, text: str) -> tuple[float, ...]:
+    """The numbers ``pattern`` captures in ``text``; fails the test if it is not there."""
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found, f"no line matching {pattern!r} in:\n{text}"
+    return tuple(float(g) for g in found.groups())
+
+
+# -- bench_service: one node against the naive baseline ---------------------------------
+
+
+@pytest.mark.slow
+def test_bench_service_prints_the_table_and_the_ratios() -> None:
+    done = run_benchmark(
+        "bench_service.py", "--runs", "1", "--duration", "1", "--warmup", "0.5",
+        "--connections", "16", "--keys", "100", "--loadgen", "python", timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for subject in ("baseline", "service"):
+        rate, p50, p99, cpu_us = figures(
+            rf"^{subject} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}%$", out
+        )[:4]
+        assert rate > 50, f"{subject}: {rate} decisions/s in a second of load"
+        assert 0 < p50 <= p99
+        assert cpu_us > 0
+        assert re.search(rf"^run 1 {subject} .* errors 0 ", out, re.MULTILINE), out
+    throughput, p50_ratio, p99_ratio = figures(rf"^ratio +{NUMBER}x +{NUMBER}x +{NUMBER}x$", out)
+    assert throughput > 0 and p50_ratio > 0 and p99_ratio > 0
+    assert figures(rf"^per-run +{NUMBER}x +{NUMBER}x", out)[0] == pytest.approx(
+        throughput, abs=0.01
+    )
+    assert "load from service_loadgen.py" in out
+
+
+BROKEN_BASELINE = """
+import sys
+
+sys.path.insert(0, {benchmarks!r})
+
+import naive_baseline
+from ratelimiter_service._scripts import _load
+
+# the bug of issue 9: sliding_log.lua without the check prelude that defines `now`
+naive_baseline.SCRIPT = _load("sliding_log")
+naive_baseline.main()
+"""
+
+
+def test_bench_service_refuses_a_run_whose_baseline_fails(tmp_path: Path) -> None:
+    baseline = tmp_path / "broken_baseline.py"
+    baseline.write_text(BROKEN_BASELINE.format(benchmarks=str(BENCHMARKS)))
+    done = run_benchmark(
+        "bench_service.py", "--runs", "1", "--duration", "1", "--warmup", "0.3",
+        "--connections", "8", "--loadgen", "python", "--baseline", str(baseline), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "refused: run 1 baseline: the load generator saw" in done.stderr
+    assert "HTTP 500" in done.stderr
+    assert "script calls failed in Redis" in done.stderr
+    assert "Script attempted to access nonexistent global variable 'now'" in done.stderr
+    assert "ratio" not in done.stdout and "decisions/s" not in done.stdout
+    assert "no figures" in done.stdout
+
+
+# -- service_loadgen: the load generator on its own -------------------------------------
+
+
+def _loadgen(url: str) -> tuple[int, dict[str, object], str]:
+    port = url.rsplit(":", 1)[1]
+    done = run_benchmark(
+        "service_loadgen.py", "--port", port, "--connections", "4", "--duration", "0.5",
+        "--warmup", "0.2", "--keys", "10", timeout=60,
+    )  # fmt: skip
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.returncode, report, done.stderr
+
+
+def test_loadgen_refuses_a_node_that_answers_without_redis(degraded_node: str) -> None:
+    returncode, report, stderr = _loadgen(degraded_node)
+    assert returncode == 1
+    kinds = report["error_kinds"]
+    assert isinstance(kinds, dict) and kinds.get("degraded answer", 0) > 0, report
+    assert report["rate"] is None and report["p99_ms"] is None
+    assert "service_loadgen: refused:" in stderr and "degraded answer" in stderr
+
+
+def test_loadgen_refuses_500s(baseline_answering_500: str) -> None:
+    returncode, report, stderr = _loadgen(baseline_answering_500)
+    assert returncode == 1
+    kinds = report["error_kinds"]
+    assert isinstance(kinds, dict) and kinds.get("HTTP 500", 0) > 0, report
+    assert report["rate"] is None
+    assert "HTTP 500" in stderr
+
+
+# -- bench_workload: the open-loop generator --------------------------------------------
+
+
+def test_bench_workload_prints_the_lateness_and_the_verdict() -> None:
+    done = run_benchmark("bench_workload.py", "--runs", "1", "--duration", "1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    sent, answered, p50, p99, cpu = figures(
+        rf"^median: sent {NUMBER}/s  answered {NUMBER}/s  lateness p50 {NUMBER} ms"
+        rf"  p99 {NUMBER} ms  cpu {NUMBER} us/req$",
+        out,
+    )
+    assert sent > 1000 and answered > 1000, "a second at 3,000/s offered"
+    assert 0 <= p50 <= p99 and cpu > 0
+    assert re.search(r"^run 1: .* errors 0  dropped \d+ ", out, re.MULTILINE), out
+    assert re.search(r"^target \(>= 3,000/s sent, lateness p99 <= 5 ms\): (NOT )?MET$", out, re.M)
+
+
+def test_bench_workload_refuses_500s(baseline_answering_500: str) -> None:
+    done = run_benchmark(
+        "bench_workload.py", "--runs", "1", "--duration", "0.5", "--rate", "100",
+        "--url", f"node-1={baseline_answering_500}", timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert re.search(r"refused: run 1: \d+ errors \(error: HTTP 500 Internal Server Error: \d+\)",
+                     done.stderr), done.stderr  # fmt: skip
+    assert "median:" not in done.stdout and "MET" not in done.stdout
+
+
+# -- bench_cluster: the embedded cluster's start-up -------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_cluster_prints_start_and_stop_times() -> None:
+    done = run_benchmark("bench_cluster.py", "--runs", "1", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    median, low, high = figures(
+        rf"^start -> ready: median {NUMBER} s, min {NUMBER} s, max {NUMBER} s$", out
+    )
+    assert 0 < low <= median <= high < 60
+    assert figures(rf"^stop: median {NUMBER} s", out)[0] > 0
+    assert re.search(r"^3 nodes, 1 runs \(after one warm-up run\)", out, re.MULTILINE), out
+
+
+def test_bench_cluster_refuses_a_cluster_that_does_not_start(tmp_path: Path) -> None:
+    # a redis-server first on PATH that exits at once, as a broken install would
+    fake = tmp_path / "redis-server"
+    fake.write_text('#!/bin/sh\necho "redis-server: cannot start" >&2\nexit 1\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    path = f"{tmp_path}{os.pathsep}{os.environ['PATH']}"
+    done = run_benchmark("bench_cluster.py", "--runs", "1", timeout=60, env={"PATH": path})
+    assert done.returncode == 1
+    assert "refused: warm-up run: start() failed:" in done.stderr
+    assert "redis exited with status 1" in done.stderr
+    assert "start -> ready" not in done.stdout
+
+
+# -- bench_scenarios: the suite's wall time and time to detect --------------------------
+
+
+@pytest.mark.slow
+def test_bench_scenarios_prints_wall_times_and_time_to_detect() -> None:
+    done = run_benchmark(
+        "bench_scenarios.py", "--trials", "1", "--runs", "1", "--workers", "2",
+        "-k", "test_killed_node_is_detected", timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    serial = figures(rf"^suite wall time \(1 trial, incl\. pytest start\): {NUMBER} s", out)[0]
+    parallel = figures(rf"^suite wall time \(1 trial, -n 2\): {NUMBER} s", out)[0]
+    ratio = figures(rf"^serial / -n 2: {NUMBER}x$", out)[0]
+    assert ratio == pytest.approx(serial / parallel, rel=0.05)
+    assert figures(rf"^suite wall time \(1 trials\): {NUMBER} s$", out)[0] > 0
+    ttd = figures(
+        rf"^\| test_killed_node_is_detected_and_diagnosed_as_a_crash \| node_down@node-1 \|"
+        rf" {NUMBER} s \| 1 \|$",
+        out,
+    )[0]
+    assert 0 < ttd < 10
+    ac1, ac3 = figures(rf"^\| causal \| 1 \| {NUMBER}% \| {NUMBER}% \|", out)
+    assert 0 <= ac1 <= ac3 <= 100
+
+
+def test_bench_scenarios_refuses_a_run_without_scenarios() -> None:
+    done = run_benchmark(
+        "bench_scenarios.py", "--trials", "1", "--workers", "1", "-k", "no_scenario_has_this_name",
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "refused: run 1, serial: pytest exited with 5" in done.stderr  # 5: none collected
+    assert "suite wall time" not in done.stdout
