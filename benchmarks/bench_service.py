@@ -73,6 +73,11 @@ end
 """
 
 
+# wrk's error counters, in the words of service_loadgen.py's report
+WRK_ERRORS = {"connect": "socket: connect", "read": "socket: read", "write": "socket: write",
+              "status": "HTTP status >= 400", "timeout": "timeout"}  # fmt: skip
+
+
 class Refused(Exception):
     """A run that cannot be measured: what went wrong, in one message."""
 
@@ -157,7 +162,7 @@ def _report(out: str, wrk: bool) -> LoadReport:
     data = json.loads([text for text in out.splitlines() if text.startswith("{")][-1])
     if not wrk:
         return LoadReport(**data)
-    kinds = {k: int(data[k]) for k in ("connect", "read", "write", "status", "timeout") if data[k]}
+    kinds = {name: int(data[k]) for k, name in WRK_ERRORS.items() if data[k]}
     errors = sum(kinds.values())
     return LoadReport(
         requests=int(data["requests"]),

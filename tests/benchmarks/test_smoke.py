@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def test_bench_service_prints_the_table_and_the_ratios() -> None:
         throughput, abs=0.01
     )
     assert "load from service_loadgen.py" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (./dev setup does)")
+def test_bench_service_with_wrk() -> None:
+    done = run_benchmark(
+        "bench_service.py", "--runs", "1", "--duration", "1", "--connections", "16",
+        "--keys", "100", "--loadgen", "wrk", timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "load from wrk" in done.stdout
+    for subject in ("baseline", "service"):
+        assert figures(rf"^{subject} +{NUMBER} ", done.stdout)[0] > 50
+    assert figures(rf"^ratio +{NUMBER}x +{NUMBER}x +{NUMBER}x$", done.stdout)[0] > 0
 
 
 BROKEN_BASELINE = """
