@@ -36,6 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     opts = _options.resolve(config)
+    if opts.claude_record is not None and getattr(config.option, "dist", "no") != "no":
+        raise pytest.UsageError(
+            f"--claude-record={opts.claude_record} records in one process: each xdist worker"
+            " would rewrite the cassette with its own answers only; record without -n"
+            " (replaying runs in parallel)"
+        )
     if opts.subject is not None:
         _registry.load(opts.subject)  # fail fast on an unknown subject
     config.stash[OPTIONS] = opts

@@ -240,3 +240,17 @@ def test_scenario_results_travel_on_the_report(pytestconfig: pytest.Config, work
         data = execnet.loads(execnet.dumps(data))
     received = hook.pytest_report_from_serializable(config=pytestconfig, data=data)
     assert from_data(ScenarioReport, getattr(received, REPORT_ATTR)) == sent
+
+
+def test_recording_a_cassette_in_parallel_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--claude-record=c.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*--claude-record=c.json records in one process: each xdist worker would rewrite"
+            " the cassette with its own answers only; record without -n (replaying runs in"
+            " parallel)*"
+        ]
+    )
+    assert not (pytester.path / "c.json").exists()
