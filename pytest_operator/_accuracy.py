@@ -2,8 +2,11 @@
 rate on no-fault controls, beside a constant-answer baseline.
 
 AC@k is the share of fault cases whose injected root cause an engine ranked within
-its first k hypotheses; Avg@k is the mean of AC@1..AC@k. The baseline always answers
-the most frequent injected cause: an engine that cannot beat it has learned nothing.
+its first k hypotheses; Avg@k is the mean of AC@1..AC@k. A case with several injected
+causes V (faults composed) scores, as in the RCA literature (RCAEval, PDiagnose),
+``|V within the top k| / min(k, |V|)``: two causes ranked 1st and 2nd are a full hit at
+every k. The baseline always answers the most frequent injected cause: an engine that
+cannot beat it has learned nothing.
 """
 
 from __future__ import annotations
@@ -48,10 +51,24 @@ class EngineAccuracy:
     median_time_to_diagnose: float | None
 
 
-def _ac(ranks: Sequence[int | None], k: int) -> float | None:
-    if not ranks:
+def _ac(cases: Sequence[Sequence[int | None]], k: int) -> float | None:
+    """AC@k over cases, each the ranks of its injected causes."""
+    if not cases:
         return None
-    return sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
+    hits = [
+        sum(1 for r in ranks if r is not None and r <= k) / min(k, len(ranks)) for ranks in cases
+    ]
+    return sum(hits) / len(cases)
+
+
+def _fault_cases(results: Sequence[CaseResult]) -> list[list[CaseResult]]:
+    """One engine's fault results grouped into cases (a scenario trial; one result per
+    injected cause), in first-seen order."""
+    cases: dict[tuple[str, int, str], list[CaseResult]] = {}
+    for r in results:
+        if r.expected is not None:
+            cases.setdefault((r.scenario, r.trial, r.engine), []).append(r)
+    return list(cases.values())
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -63,17 +80,16 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def engine_accuracy(engine: str, results: Sequence[CaseResult]) -> EngineAccuracy:
-    faults = [r for r in results if r.expected is not None]
+    cases = [[r.rank for r in case] for case in _fault_cases(results)]
     controls = [r for r in results if r.expected is None]
-    ranks = [r.rank for r in faults]
     avg5 = None
-    if ranks:
-        avg5 = sum(_ac(ranks, k) or 0.0 for k in range(1, 6)) / 5
+    if cases:
+        avg5 = sum(_ac(cases, k) or 0.0 for k in range(1, 6)) / 5
     return EngineAccuracy(
         engine=engine,
-        cases=len(faults),
-        ac1=_ac(ranks, 1),
-        ac3=_ac(ranks, 3),
+        cases=len(cases),
+        ac1=_ac(cases, 1),
+        ac3=_ac(cases, 3),
         avg5=avg5,
         controls=len(controls),
         false_positive_rate=(
@@ -85,21 +101,27 @@ def engine_accuracy(engine: str, results: Sequence[CaseResult]) -> EngineAccurac
 
 def baseline(results: Sequence[CaseResult]) -> EngineAccuracy | None:
     """Always answer the most frequent injected cause (over distinct scenario trials)."""
-    cases = {(r.scenario, r.trial): r.expected for r in results}
-    faults = [c for c in cases.values() if c is not None]
-    if not faults:
+    causes: dict[tuple[str, int], set[str]] = {}
+    controls: set[tuple[str, int]] = set()
+    for r in results:
+        key = (r.scenario, r.trial)
+        if r.expected is None:
+            controls.add(key)
+        else:
+            causes.setdefault(key, set()).add(r.expected)
+    if not causes:
         return None
-    answer, _ = Counter(faults).most_common(1)[0]
-    ranks = [1 if c == answer else None for c in faults]
-    controls = sum(1 for c in cases.values() if c is None)
+    counts = Counter(c for v in causes.values() for c in v)
+    answer = min(counts, key=lambda c: (-counts[c], c))
+    cases = [[1 if c == answer else None for c in sorted(v)] for v in causes.values()]
     return EngineAccuracy(
         engine=f"{BASELINE} ({answer})",
-        cases=len(faults),
-        ac1=_ac(ranks, 1),
-        ac3=_ac(ranks, 3),
-        avg5=_ac(ranks, 1),
-        controls=controls,
-        false_positive_rate=1.0 if controls else None,
+        cases=len(cases),
+        ac1=_ac(cases, 1),
+        ac3=_ac(cases, 3),
+        avg5=sum(_ac(cases, k) or 0.0 for k in range(1, 6)) / 5,
+        controls=len(controls - set(causes)),
+        false_positive_rate=1.0 if controls - set(causes) else None,
         median_time_to_diagnose=0.0,
     )
 
@@ -118,7 +140,8 @@ def _pct(x: float | None) -> str:
 
 
 def table(rows: Sequence[EngineAccuracy]) -> list[str]:
-    header = f"{'engine':<34} {'cases':>5} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6} "
+    width = max([34, *(len(a.engine) for a in rows)])
+    header = f"{'engine':<{width}} {'cases':>5} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6} "
     header += f"{'controls':>8} {'FP rate':>7} {'diagnose':>9}"
     lines = [header]
     for a in rows:
@@ -128,8 +151,8 @@ def table(rows: Sequence[EngineAccuracy]) -> list[str]:
             else f"{a.median_time_to_diagnose * 1000:.1f} ms"
         )
         lines.append(
-            f"{a.engine:<34} {a.cases:>5} {_pct(a.ac1):>6} {_pct(a.ac3):>6} {_pct(a.avg5):>6} "
-            f"{a.controls:>8} {_pct(a.false_positive_rate):>7} {ttd:>9}"
+            f"{a.engine:<{width}} {a.cases:>5} {_pct(a.ac1):>6} {_pct(a.ac3):>6}"
+            f" {_pct(a.avg5):>6} {a.controls:>8} {_pct(a.false_positive_rate):>7} {ttd:>9}"
         )
     return lines
 

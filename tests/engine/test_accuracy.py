@@ -52,3 +52,19 @@ def test_json_has_summary_and_cases(tmp_path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc["summary"][0]["engine"] == "causal" and doc["summary"][0]["ac1"] == 1.0
     assert doc["cases"][0]["scenario"] == "s1"
+
+
+def test_a_case_with_two_causes_scores_both_within_the_top_two() -> None:
+    """|V in top k| / min(k, |V|): ranked 1st and 2nd is a hit at every k; 1st and 4th
+    is a hit at k=1, half at k=2 and 3, whole at k=4."""
+    both = [case("two", "crash(n1)", 1), case("two", "partition(c <-> n3)", 2)]
+    acc = engine_accuracy("causal", both)
+    assert (acc.cases, acc.ac1, acc.ac3, acc.avg5) == (1, 1.0, 1.0, 1.0)
+    late = [case("two", "crash(n1)", 1), case("two", "partition(c <-> n3)", 4)]
+    acc = engine_accuracy("causal", late)
+    assert (acc.ac1, acc.ac3) == (1.0, 0.5)
+    assert acc.avg5 == pytest.approx((1 + 0.5 + 0.5 + 1 + 1) / 5)
+    # the baseline counts the case once, a hit when its one answer is among the causes
+    base = baseline([*both, case("one", "crash(n1)", 1)])
+    assert base is not None and base.engine == "constant-baseline (crash(n1))"
+    assert (base.cases, base.ac1, base.ac3) == (2, 1.0, 0.75)
