@@ -34,6 +34,7 @@ from pytest_operator._process import (
     ProcessError,
     RunDirectory,
     free_ports,
+    kill_now_all,
 )
 from pytest_operator._topology import Component, ComponentKind, Link, Topology
 from pytest_operator._toxiproxy import ProxySpec, ToxiproxyClient
@@ -470,10 +471,9 @@ class EmbeddedCluster:
 
     def _kill_all_now(self) -> None:
         """SIGKILL every group without awaiting (Ctrl-C during stop, atexit)."""
-        for proc in [*self._procs.values(), self._toxiproxy_proc]:
-            if proc is not None:
-                with contextlib.suppress(Exception):
-                    proc.kill_now()
+        procs = [p for p in [*self._procs.values(), self._toxiproxy_proc] if p is not None]
+        with contextlib.suppress(Exception):
+            kill_now_all(procs)
 
     async def reset(self) -> None:
         """Back to a healthy cluster between tests: no toxics, every proxy enabled, nothing

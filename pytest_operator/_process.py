@@ -8,6 +8,9 @@ next run clean up after a run that was killed outright (``kill -9``) without eve
 signalling a recycled PID: a group is signalled only when a live process in it started
 at or after the recorded start time.
 
+The last-resort kill (:func:`kill_now_all`, for an interrupted stop and the atexit hook)
+ignores Ctrl-C while it runs, so pressing it again and again cannot leave a group alive.
+
 The API is asyncio-friendly: starting is a fork/exec, waiting polls ``Popen.poll()``
 between short sleeps, so nothing blocks the event loop for long and no child watcher
 ties a process to one event loop.
@@ -23,8 +26,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,6 +267,53 @@ def cleanup_stale_runs(base: Path) -> list[PidRecord]:
     return killed
 
 
+# --- the last-resort kill ---------------------------------------------------------------
+
+_KILL_WAIT_S = 2.0  # for SIGKILLed groups to be gone, all of them together
+_KILL_ATTEMPTS = 20  # a Ctrl-C landing before SIGINT is ignored starts the kill over
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored for the duration (Python runs signal handlers in the main thread
+    only, and only there can they be changed: elsewhere this does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # signal.signal runs a pending handler before it installs the new one, so a Ctrl-C
+    # already on its way raises here, with the old handler still in place.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(
+            signal.SIGINT, previous if previous is not None else signal.default_int_handler
+        )
+
+
+def kill_now_all(procs: Iterable[ManagedProcess]) -> None:
+    """SIGKILL every process group, then wait (blocking, bounded) until they are gone.
+
+    The cleanup of last resort, for an interrupted stop and for the atexit hook, so Ctrl-C
+    cannot cut it short: a user pressing it again and again would otherwise interrupt the
+    kill between two groups and leave the rest running (the atexit hook runs once). SIGINT
+    is ignored while it runs, every group is signalled before any is waited for, and a
+    KeyboardInterrupt raised before SIGINT was ignored starts it over (it is idempotent).
+    """
+    procs = list(procs)
+    for _ in range(_KILL_ATTEMPTS):
+        try:
+            with _sigint_ignored():
+                for proc in procs:
+                    proc._sigkill_if_alive()
+                deadline = time.monotonic() + _KILL_WAIT_S
+                for proc in procs:
+                    proc._reap(deadline)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 # --- the managed process ----------------------------------------------------------------
 
 
@@ -397,12 +448,26 @@ class ManagedProcess:
         self._paused = False
 
     def kill_now(self) -> None:
-        """SIGKILL the group without waiting (safe from signal handlers and atexit)."""
+        """SIGKILL the group without awaiting (safe from ``except`` paths and atexit); see
+        :func:`kill_now_all`."""
+        kill_now_all([self])
+
+    def _sigkill_if_alive(self) -> None:
         if self._popen is not None and (self.alive or self._group_alive()):
             self._signal_group(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=1.0)
-        self._remove_pidfile()
+
+    def _reap(self, deadline: float) -> None:
+        """Wait (blocking, until ``deadline``) for a SIGKILLed group; forget its pidfile
+        once it is empty (while it is not, the pidfile lets the next run's cleanup find it)."""
+        if self._popen is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        if not self._group_alive():
+            self._paused = False
+            self._remove_pidfile()
 
     def pause(self) -> None:
         """SIGSTOP the group."""
