@@ -53,11 +53,15 @@ mode, and last seen by the Redis clock; ``GET /api/nodes`` shows every node Up o
 HTTP API: ``GET /healthz`` (alive, node clock), ``GET /readyz`` (Redis reachable: 200 or
 503), ``GET /api/nodes``, ``GET /api/counters`` (configured and recently served keys;
 the node's local view, ``source: local``, while degraded with policy ``local``),
-``GET|PUT|DELETE /api/limits/{key}``, ``POST /api/counters/{key}/reset``,
-``GET /api/blocks`` (recent denials), ``GET /metrics`` (Prometheus, ``ratelimiter_*``).
+``GET|PUT|DELETE /api/limits/{key}`` (GET and DELETE are 404 for a key without a
+configured limit), ``POST /api/counters/{key}/reset``, ``GET /api/blocks`` (recent
+denials), ``GET /metrics`` (Prometheus, ``ratelimiter_*``), ``GET /openapi.json`` (the
+document of all of it, checked against the real node by schemathesis in the tests).
 Mutations require ``Authorization: Bearer <token>`` when ``--token`` is set (401
-without, 403 when wrong). Bad input gets 422 with ``{"error": message}``, a body over
-4 KiB included (the project's contract: bad input is 422, never 500).
+without, 403 when wrong). A key is 1 to 256 characters, no control character. Bad input
+gets 422 with ``{"error": message}``: a body over 4 KiB, an unknown field, a number out
+of its bounds (the project's contract: bad input is 422, never 500); a cost over the
+key's current limit is 409; a method the path does not have is 405 with ``Allow``.
 """
 
 from __future__ import annotations

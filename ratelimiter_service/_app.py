@@ -14,20 +14,50 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
-from ._config import MAX_LIMIT, MAX_WINDOW_MS, Algorithm, LimitSpec, Mode, validate_key
+from . import _openapi
+from ._config import (
+    MAX_BODY_BYTES,
+    MAX_LIMIT,
+    MAX_WINDOW_MS,
+    Algorithm,
+    LimitSpec,
+    Mode,
+    validate_key,
+)
 from ._limiter import CounterView, Limiter, uptime_s
 from ._store import RedisUnavailable
 
-MAX_BODY_BYTES = 4096
+CHECK_FIELDS = ("key", "cost")
+LIMIT_FIELDS = ("limit", "window_ms", "algorithm")
 
 # ASGI's own types are dicts by definition
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+class _KeyConvertor(Convertor[str]):
+    """A key in a path: any characters, newlines too (Starlette's ``path`` stops at one),
+    so that ``_key`` judges every key and a bad one is 422, not a routing 404."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key", _KeyConvertor())
 
 
 class BadInput(Exception):
@@ -52,13 +82,16 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _json_object(body: bytes) -> dict[str, object]:
+def _json_object(body: bytes, fields: tuple[str, ...]) -> dict[str, object]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadInput("body must be a JSON object") from None
     if not isinstance(data, dict):
         raise BadInput("body must be a JSON object")
+    for name in data:
+        if name not in fields:
+            raise BadInput(f"unknown field {json.dumps(name)} (valid: {', '.join(fields)})")
     return data
 
 
@@ -66,6 +99,8 @@ def _int_field(data: dict[str, object], name: str, low: int, high: int) -> int:
     value = data.get(name)
     if value is None:
         raise BadInput(f"{name} is required")
+    if type(value) is float and value.is_integer():
+        value = int(value)  # JSON has one number type: 5.0 is the integer 5 (JSON Schema)
     if type(value) is not int:
         raise BadInput(f"{name} must be an integer, got {json.dumps(value)}")
     if not low <= value <= high:
@@ -110,10 +145,15 @@ class CheckHandler:
     async def __call__(self, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            data = _json_object(await _read_body(receive))
+            data = _json_object(await _read_body(receive), CHECK_FIELDS)
             key = _key(data.get("key"))
             spec = self.limiter.spec_for(key)
-            cost = _int_field(data, "cost", 1, spec.limit) if "cost" in data else 1
+            cost = _int_field(data, "cost", 1, MAX_LIMIT) if "cost" in data else 1
+            if cost > spec.limit:
+                raise BadInput(
+                    f"cost {cost} is more than the limit {spec.limit} of key {json.dumps(key)}",
+                    409,
+                )
         except BadInput as error:
             await _send(send, error.status, {"error": str(error)}, [])
             return
@@ -175,7 +215,9 @@ def _limit_json(key: str, spec: LimitSpec, configured: bool) -> dict[str, object
 def build_api(limiter: Limiter) -> FastAPI:
     config = limiter.config
     node = config.node_id
-    api = FastAPI(title="ratelimiter", docs_url="/docs", redoc_url=None)
+    # the document is written out (_openapi), so FastAPI's own is off and served here
+    api = FastAPI(title="ratelimiter", openapi_url=None, docs_url=None, redoc_url=None)
+    document = _openapi.build(config)
 
     @api.exception_handler(BadInput)
     async def bad_input(request: Request, error: BadInput) -> JSONResponse:
@@ -186,6 +228,10 @@ def build_api(limiter: Limiter) -> FastAPI:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, error.status_code, error.headers)
 
     @api.exception_handler(RedisUnavailable)
     async def unavailable(request: Request, error: RedisUnavailable) -> JSONResponse:
@@ -201,13 +247,20 @@ def build_api(limiter: Limiter) -> FastAPI:
         if not hmac.compare_digest(given, config.token.encode()):
             raise BadInput("wrong bearer token", 403)
 
-    async def body(request: Request) -> dict[str, object]:
+    async def body(request: Request, fields: tuple[str, ...]) -> dict[str, object]:
         chunks = bytearray()
         async for chunk in request.stream():
             chunks += chunk
             if len(chunks) > MAX_BODY_BYTES:
                 raise BadInput(f"body too large: more than {MAX_BODY_BYTES} bytes")
-        return _json_object(bytes(chunks))
+        return _json_object(bytes(chunks), fields)
+
+    def not_configured(key: str) -> str:
+        spec = config.default_limit
+        return (
+            f"no limit configured for key {json.dumps(key)}: it has the default, "
+            f"{spec.limit} per {spec.window_ms} ms by {spec.algorithm.value}"
+        )
 
     @api.get("/healthz")
     async def healthz() -> dict[str, object]:
@@ -251,22 +304,24 @@ def build_api(limiter: Limiter) -> FastAPI:
             "counters": [_counter_json(view) for view in views],
         }
 
-    @api.post("/api/counters/{key:path}/reset")
+    @api.post("/api/counters/{key:key}/reset")
     async def reset(key: str, request: Request) -> dict[str, object]:
         authorize(request)
         await limiter.reset(_key(key))
         return {"key": key, "reset": True, "node": node}
 
-    @api.get("/api/limits/{key:path}")
-    async def get_limit(key: str) -> dict[str, object]:
+    @api.get("/api/limits/{key:key}")
+    async def get_limit(key: str) -> JSONResponse:
         configured = limiter.configured_limit(_key(key))
-        return _limit_json(key, configured or config.default_limit, configured is not None)
+        if configured is None:
+            return JSONResponse({"error": not_configured(key)}, 404)
+        return JSONResponse(_limit_json(key, configured, True))
 
-    @api.put("/api/limits/{key:path}")
+    @api.put("/api/limits/{key:key}")
     async def put_limit(key: str, request: Request) -> dict[str, object]:
         authorize(request)
         _key(key)
-        data = await body(request)
+        data = await body(request, LIMIT_FIELDS)
         algorithm_name = data.get("algorithm", config.default_limit.algorithm.value)
         try:
             algorithm = Algorithm(algorithm_name)
@@ -283,19 +338,19 @@ def build_api(limiter: Limiter) -> FastAPI:
         await limiter.set_limit(key, spec)
         return _limit_json(key, spec, True)
 
-    @api.delete("/api/limits/{key:path}")
+    @api.delete("/api/limits/{key:key}")
     async def delete_limit(key: str, request: Request) -> JSONResponse:
         authorize(request)
         removed = await limiter.delete_limit(_key(key))
         if not removed:
-            return JSONResponse({"error": f"no limit configured for key {key!r}"}, 404)
+            return JSONResponse({"error": not_configured(key)}, 404)
         return JSONResponse({"key": key, "deleted": True, **_limit_json(key, config.default_limit,
                                                                           False)})  # fmt: skip
 
     @api.get("/api/blocks")
-    async def blocks(limit: int = 100) -> dict[str, object]:
-        if not 1 <= limit <= 1000:
-            raise BadInput(f"limit must be between 1 and 1000, got {limit}")
+    async def blocks(limit: int = _openapi.DEFAULT_BLOCKS) -> dict[str, object]:
+        if not 1 <= limit <= _openapi.MAX_BLOCKS:
+            raise BadInput(f"limit must be between 1 and {_openapi.MAX_BLOCKS}, got {limit}")
         return {
             "node": node,
             "blocks": [
@@ -317,7 +372,42 @@ def build_api(limiter: Limiter) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(limiter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(document)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="ratelimiter")
+
     return api
+
+
+class _Methods:
+    """The methods each path has, over every route: Starlette's own 405 names only the
+    first route that matches the path (``Allow: GET`` on /api/limits/{key}, which also
+    has PUT and DELETE)."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.routes = [r for r in api.routes if isinstance(r, Route) and r.methods]
+
+    def allowed(self, path: str) -> set[str]:
+        allowed = {"POST"} if path == "/check" else set()
+        for route in self.routes:
+            if route.path_regex.match(path):
+                allowed |= route.methods or set()
+        return allowed
+
+
+async def _not_allowed(send: Send, method: str, path: str, allowed: set[str]) -> None:
+    """405 with the Allow header RFC 9110 requires."""
+    names = ", ".join(sorted(allowed))
+    await _send(
+        send,
+        405,
+        {"error": f"method {method} not allowed on {path} (allowed: {names})"},
+        [(b"allow", names.encode())],
+    )
 
 
 class App:
@@ -327,11 +417,20 @@ class App:
         self.limiter = limiter
         self.check = CheckHandler(limiter)
         self.api = build_api(limiter)
+        self.methods = _Methods(self.api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"] == "/check" and scope["method"] == "POST":
-            await self.check(receive, send)
+        if kind == "http":
+            path, method = scope["path"], scope["method"]
+            if path == "/check" and method == "POST":
+                await self.check(receive, send)
+                return
+            allowed = self.methods.allowed(path)
+            if allowed and method not in allowed:
+                await _not_allowed(send, method, path, allowed)
+                return
+            await self.api(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

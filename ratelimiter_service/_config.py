@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Mode(enum.Enum):
 MAX_LIMIT = 1_000_000_000
 MAX_WINDOW_MS = 86_400_000
 MAX_KEY_LENGTH = 256
+MAX_BODY_BYTES = 4096
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -139,12 +141,26 @@ def _int(flag: str, value: str, low: int, high: int) -> int:
     return number
 
 
+# What a key may not contain: the control characters (Unicode category Cc, the same
+# 65 code points in every Unicode version) and lone surrogates (not characters; only a
+# JSON body's \ud800 escape makes one, and Redis could not encode it). A fixed set, so
+# nodes on different Pythons (Unicode databases) agree on which keys are valid, and one
+# short pattern states it in the OpenAPI document (without the surrogates: a pattern
+# matches characters, and regex engines over Unicode scalar values reject the range).
+KEY_CONTROLS = r"\u0000-\u001f\u007f-\u009f"
+KEY_PATTERN = f"^[^{KEY_CONTROLS}]{{1,{MAX_KEY_LENGTH}}}$"
+_KEY_FORBIDDEN = re.compile(f"[{KEY_CONTROLS}\\ud800-\\udfff]")
+
+
 def validate_key(key: str) -> str | None:
     """The reason ``key`` is not a valid rate limit key, or None when it is."""
     if not 1 <= len(key) <= MAX_KEY_LENGTH:
         return f"key must be 1 to {MAX_KEY_LENGTH} characters long, got {len(key)}"
-    if not key.isprintable():
-        return "key must contain only printable characters"
+    # isprintable() is the fast path: a printable key has no control character or surrogate
+    if not key.isprintable() and _KEY_FORBIDDEN.search(key):
+        return (
+            "key must not contain control characters (U+0000-U+001F, U+007F-U+009F) or surrogates"
+        )
     return None
 
 
@@ -176,7 +192,7 @@ def resolve(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     if validate_key(node_id) is not None or any(c.isspace() for c in node_id):
         raise ConfigError(
             f"--node-id: invalid value {node_id!r} "
-            f"(valid: 1 to {MAX_KEY_LENGTH} printable characters without spaces)"
+            f"(valid: 1 to {MAX_KEY_LENGTH} characters, no control characters, no spaces)"
         )
     port = _int("--port", required("--port"), 1, 65535)
     redis_url = required("--redis-url")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -74,10 +75,13 @@ async def test_limits_crud_and_auth(node: Node, http: httpx.AsyncClient) -> None
     assert checks[0]["algorithm"] == "gcra"
     assert (await http.delete(url)).status_code == 401
     assert (await http.delete(url, headers=AUTH)).status_code == 200
-    assert (await http.delete(url, headers=AUTH)).status_code == 404
-    default = (await http.get(url)).json()
-    assert default["configured"] is False
-    assert default["limit"] == 5
+    gone = await http.delete(url, headers=AUTH)
+    assert gone.status_code == 404
+    message = 'no limit configured for key "orders/eu": it has the default, 5 per 60000 ms'
+    assert gone.json() == {"error": message + " by sliding_log"}
+    unconfigured = await http.get(url)
+    assert unconfigured.status_code == 404
+    assert unconfigured.json() == gone.json()
 
 
 async def test_limit_set_on_one_node_is_seen_by_another(
@@ -168,6 +172,9 @@ async def test_metrics(node: Node, http: httpx.AsyncClient) -> None:
     assert 'ratelimiter_redis_up{node="api-1"} 1.0' in text
 
 
+CONTROLS = "key must not contain control characters (U+0000-U+001F, U+007F-U+009F) or surrogates"
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -176,10 +183,16 @@ async def test_metrics(node: Node, http: httpx.AsyncClient) -> None:
         (b"{}", "key must be a string"),
         (b'{"key": ""}', "key must be 1 to 256 characters long, got 0"),
         (b'{"key": "' + b"x" * 257 + b'"}', "key must be 1 to 256 characters long, got 257"),
-        (b'{"key": "a\\u0007b"}', "key must contain only printable characters"),
-        (b'{"key": "k", "cost": 0}', "cost must be between 1 and 5, got 0"),
-        (b'{"key": "k", "cost": 6}', "cost must be between 1 and 5, got 6"),
+        (b'{"key": "a\\u0007b"}', CONTROLS),
+        (b'{"key": "a\\u0085b"}', CONTROLS),
+        (b'{"key": "\\ud800"}', CONTROLS),
+        (b'{"key": "k", "cost": 0}', "cost must be between 1 and 1000000000, got 0"),
+        (
+            b'{"key": "k", "cost": 1000000001}',
+            "cost must be between 1 and 1000000000, got 1000000001",
+        ),
         (b'{"key": "k", "cost": "1"}', 'cost must be an integer, got "1"'),
+        (b'{"key": "k", "costs": 1}', 'unknown field "costs" (valid: key, cost)'),
         (b'{"key": "k", "cost": true}', "cost must be an integer, got true"),
         (b'{"key": "k", "cost": 1.5}', "cost must be an integer, got 1.5"),
     ],
@@ -244,3 +257,72 @@ async def test_scripts_flushed_from_redis_are_loaded_again(
     second = (await http.post(f"{node.url}/check", json={"key": "ns"})).json()
     assert first["mode"] == second["mode"] == "normal"
     assert (first["remaining"], second["remaining"]) == (4, 3)
+
+
+async def test_cost_over_the_keys_limit_is_a_conflict(node: Node, http: httpx.AsyncClient) -> None:
+    """The schema bounds cost by the largest limit; the key's own limit is its state: 409."""
+    answer = await http.post(f"{node.url}/check", json={"key": "big", "cost": 6})
+    assert answer.status_code == 409
+    assert answer.json() == {"error": 'cost 6 is more than the limit 5 of key "big"'}
+
+
+async def test_integral_numbers_are_integers(node: Node, http: httpx.AsyncClient) -> None:
+    """JSON has one number type; 2.0 is the integer 2 (as JSON Schema says)."""
+    check = await http.post(f"{node.url}/check", content=b'{"key": "float", "cost": 2.0}')
+    assert check.status_code == 200
+    assert check.json()["remaining"] == 3
+    body = {"limit": 3.0, "window_ms": 1000.0}
+    put = await http.put(f"{node.url}/api/limits/float-limit", json=body, headers=AUTH)
+    assert put.status_code == 200
+    assert (put.json()["limit"], put.json()["window_ms"]) == (3, 1000)
+
+
+async def test_unknown_fields_are_rejected(node: Node, http: httpx.AsyncClient) -> None:
+    body = {"limit": 3, "window": 1000, "window_ms": 1000}
+    answer = await http.put(f"{node.url}/api/limits/typo", json=body, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json() == {"error": 'unknown field "window" (valid: limit, window_ms, algorithm)'}
+
+
+@pytest.mark.parametrize("key", ["\u200b", "用户/42", "a b", "é" * 256, "😀"])
+async def test_keys_of_any_non_control_characters(
+    node: Node, http: httpx.AsyncClient, key: str
+) -> None:
+    check = await http.post(f"{node.url}/check", json={"key": key})
+    assert check.status_code == 200, check.text
+    quoted = quote(key, safe="")
+    assert (await http.get(f"{node.url}/api/limits/{quoted}")).status_code == 404
+
+
+@pytest.mark.parametrize("key", ["a%0Ab", "%7F", "%C2%9F", "a%00"])
+async def test_control_characters_in_a_path_key_are_bad_input(
+    node: Node, http: httpx.AsyncClient, key: str
+) -> None:
+    answer = await http.get(f"{node.url}/api/limits/{key}")
+    assert answer.status_code == 422
+    assert answer.json() == {"error": CONTROLS}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/api/limits/k", "DELETE, GET, PUT"),
+        ("POST", "/api/limits/a/b", "DELETE, GET, PUT"),
+        ("GET", "/check", "POST"),
+        ("DELETE", "/healthz", "GET"),
+        ("GET", "/api/counters/k/reset", "POST"),
+    ],
+)
+async def test_405_names_every_method_of_the_path(
+    node: Node, http: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    answer = await http.request(method, f"{node.url}{path}", headers=AUTH)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {"error": f"method {method} not allowed on {path} (allowed: {allow})"}
+
+
+async def test_unknown_path_is_a_404_error_object(node: Node, http: httpx.AsyncClient) -> None:
+    answer = await http.get(f"{node.url}/nope")
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "Not Found"}
