@@ -83,6 +83,18 @@ async def test_killed_node(cluster, workload):
     mark(cluster)
 """
 
+# Redis runs a script that never ends, so it cannot act on the SIGTERM of the cluster's
+# stop: the stop waits for it (its stop_timeout) before a SIGKILL, the window aimed at.
+BUSY_STORE = """
+async def test_busy_store(cluster):
+    reader, writer = await asyncio.open_connection("127.0.0.1", cluster.address("redis").port)
+    writer.write(b'EVAL "while true do end" 0\\r\\n')
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    mark(cluster)
+"""
+
 HEALTHY = """
 async def test_next_run_starts_clean(cluster, operator, workload):
     mark(cluster)
@@ -325,6 +337,7 @@ def assert_next_run_passes(where: Path, base: Path, interrupted: Path | None) ->
     assert fresh is not None and fresh.is_dir()
     assert interrupted is None or not interrupted.exists()
     assert sorted(base.iterdir()) == [fresh]
+    assert sorted(fresh.glob("*.pid")) == []  # its own stop left no pidfile either
     assert processes_of(base) == set()
 
 
@@ -386,6 +399,28 @@ def test_ctrl_c_inside_a_toxic_and_a_paused_node(where: Path, base: Path) -> Non
     assert took < EXIT_S
     api_port = int(api.rsplit(":", 1)[1])
     assert api_port in before.ports
+    assert_nothing_left(base, before)
+    assert_next_run_passes(where, base, interrupted)
+
+
+def test_ctrl_c_while_the_cluster_stops(where: Path, base: Path) -> None:
+    """Ctrl-C inside the cluster's stop: the nodes are stopped, Redis is being waited for."""
+    with inner_run(where, base, "stopping", BUSY_STORE) as session:
+        session.wait_for(session.info, "the scenario's body")
+        session.wait_for(lambda: not any(session.pidfile(n) for n in NODES), "the nodes' stop")
+        before = session.snapshot()
+        assert session.pidfile("redis") and session.pidfile("toxiproxy")
+        session.ctrl_c()
+        began = time.monotonic()
+        code = session.wait()
+        took = time.monotonic() - began
+        out = session.text()
+        interrupted = session.run_dir()
+    # pytest, redis and toxiproxy (API port, redis, the proxies)
+    assert len(before.pids) >= 3 and len(before.ports) >= 2 + 2 * len(NODES), before
+    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "KeyboardInterrupt" in out
+    assert took < EXIT_S
     assert_nothing_left(base, before)
     assert_next_run_passes(where, base, interrupted)
 
