@@ -189,7 +189,7 @@ class RunDirectory:
     def create(cls, base: Path | str, *, prefix: str = "run") -> RunDirectory:
         base = Path(base)
         base.mkdir(parents=True, exist_ok=True)
-        cleanup_stale_runs(base)
+        cleanup_stale_runs(base, prefix=prefix)
         me = os.getpid()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for attempt in range(100):
@@ -245,12 +245,17 @@ def _owner_alive(run_path: Path) -> bool:
     return process_start_time(record.pid) == record.start_time
 
 
-def cleanup_stale_runs(base: Path) -> list[PidRecord]:
-    """Kill the process groups of dead runs under ``base`` and remove their directories."""
+def cleanup_stale_runs(base: Path, *, prefix: str = "run") -> list[PidRecord]:
+    """Kill the process groups of dead runs under ``base`` and remove their directories.
+
+    Only run directories (``<prefix>-...``) are considered: anything else a user keeps
+    beside them is none of this function's business."""
     killed: list[PidRecord] = []
     if not base.is_dir():
         return killed
     for run_path in sorted(base.iterdir()):
+        if not run_path.name.startswith(f"{prefix}-"):
+            continue
         if not run_path.is_dir() or _owner_alive(run_path):
             continue
         stale = RunDirectory(run_path)

@@ -168,6 +168,17 @@ def test_stale_run_of_a_dead_owner_is_cleaned(tmp_path: Path) -> None:
             orphan.wait()
 
 
+def test_only_run_directories_are_cleaned(tmp_path: Path) -> None:
+    """A folder that is not a run directory (a user's, or the cases a run writes) is
+    never removed, however old and ownerless."""
+    mine = tmp_path / "cases"
+    mine.mkdir()
+    (mine / "keep.json").write_text("{}")
+    os.utime(mine, (0, 0))  # far older than the grace period of an ownerless run dir
+    assert cleanup_stale_runs(tmp_path) == []
+    assert (mine / "keep.json").exists()
+
+
 def test_recycled_pid_is_never_killed(tmp_path: Path) -> None:
     """A pidfile whose PID now belongs to another process (other start time) is ignored."""
     stale = tmp_path / "run-stale"
