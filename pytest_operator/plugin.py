@@ -7,6 +7,8 @@ run the monitor are in ``_fixtures`` and load only when a test asks for them.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -32,9 +34,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _options.add_options(parser)
 
 
+def _terminate_like_ctrl_c(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) interrupts the run as Ctrl-C does, so faults
+    heal and clusters stop instead of waiting for the next run's stale-run cleanup. Left
+    alone when something else already handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminated)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    _terminate_like_ctrl_c(config)
     opts = _options.resolve(config)
     if opts.claude_record is not None and getattr(config.option, "dist", "no") != "no":
         raise pytest.UsageError(

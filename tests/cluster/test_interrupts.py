@@ -403,6 +403,25 @@ def test_ctrl_c_inside_a_toxic_and_a_paused_node(where: Path, base: Path) -> Non
     assert_next_run_passes(where, base, interrupted)
 
 
+def test_sigterm_inside_a_fault_stops_everything_like_ctrl_c(where: Path, base: Path) -> None:
+    """SIGTERM to pytest alone (a CI job's timeout) while a toxic is on and a node is
+    frozen: the plugin turns it into an interrupt, so faults heal and the cluster stops
+    now, not at the next run's stale-run cleanup."""
+    with inner_run(where, base, "sigterm", IN_A_FAULT) as session:
+        session.wait_for(session.info, "the scenario's body")
+        before = session.snapshot()
+        os.kill(session.proc.pid, signal.SIGTERM)
+        code = session.wait()
+        out = session.text()
+        interrupted = session.run_dir()
+    up(before)
+    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "terminated by signal 15 (SIGTERM)" in out
+    assert_nothing_left(base, before)
+    assert interrupted is not None and not list(interrupted.glob("*.pid"))
+    assert_next_run_passes(where, base, interrupted)
+
+
 def test_ctrl_c_while_the_cluster_stops(where: Path, base: Path) -> None:
     """Ctrl-C inside the cluster's stop: the nodes are stopped, Redis is being waited for."""
     with inner_run(where, base, "stopping", BUSY_STORE) as session:
