@@ -32,6 +32,8 @@ DEGRADED_PROBE_S = 0.1
 RECENT_KEYS_TTL_S = 60.0
 RECENT_KEYS_MAX = 1000
 BLOCKS_KEPT = 1000
+STOP_TIMEOUT_S = 0.5  # for the background tasks and the Redis connections, each
+_RECANCEL_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class Limiter:
         self._token_prefix = f"{config.node_id}:{secrets.token_hex(4)}:"
         self._sequence = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._node_clock = config.clock is ClockSource.NODE
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -125,12 +128,35 @@ class Limiter:
         ]
 
     async def stop(self) -> None:
+        """End the background tasks and close the Redis connections, in bounded time.
+
+        A cancel can be lost: redis-py sends every command through ``asyncio.wait_for``,
+        which on Python 3.11 returns the result and drops a cancel that lands in the
+        moment the write has finished but wait_for has not resumed yet (CPython
+        gh-86296, fixed in 3.12). The loop then carried on, ``await task`` never
+        returned, and the node ignored SIGTERM until SIGKILL. So the loops also stop
+        on a flag, a task still running is cancelled again, and nothing here waits
+        more than ``STOP_TIMEOUT_S``.
+        """
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT_S
+        pending = {task for task in self._tasks if not task.done()}
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=_RECANCEL_S)
+        if pending:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            log.error("background tasks still running after %.1f s: %s", STOP_TIMEOUT_S, names)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.store.close()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await self.store.close()
+        except TimeoutError:
+            log.error("closing the Redis connections took more than %.1f s", STOP_TIMEOUT_S)
 
     # -- mode ------------------------------------------------------------------------------
 
@@ -347,19 +373,19 @@ class Limiter:
 
     async def _heartbeat_loop(self) -> None:
         period = self.config.heartbeat_ms / 1000
-        while True:
+        while not self._stopping:
             delay = min(period, DEGRADED_PROBE_S) if self.mode is Mode.DEGRADED else period
             await asyncio.sleep(delay)
             await self._guard(self._heartbeat())
 
     async def _limits_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(LIMITS_REFRESH_S)
             if self.mode is Mode.NORMAL:
                 await self._guard(self._refresh_limits())
 
     async def _housekeeping_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(1.0)
             cutoff = time.monotonic() - RECENT_KEYS_TTL_S
             stale = [key for key, seen in self._recent.items() if seen < cutoff]
