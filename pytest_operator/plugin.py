@@ -46,8 +46,11 @@ def _terminate_like_ctrl_c(config: pytest.Config) -> None:
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"terminated by signal {signum} (SIGTERM)")
 
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
     signal.signal(signal.SIGTERM, terminated)
-    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    config.add_cleanup(restore)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,9 @@ async def _configure(
         assert (await http.put(f"{nodes[0].url}/api/limits/{key}", json=body)).is_success
         deadline = time.monotonic() + 10
         for node in nodes:  # every node's cache has it before the load starts
-            while (await http.get(f"{node.url}/api/limits/{key}")).json()["limit"] != limit:
+            while (r := await http.get(f"{node.url}/api/limits/{key}")).status_code != 200 or (
+                r.json()["limit"] != limit
+            ):  # 404 until the node has the key's limit
                 assert time.monotonic() < deadline, f"{node.node_id} never saw the limit"
                 await asyncio.sleep(0.02)
 

@@ -67,8 +67,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 def _wait_limit(url: str, algorithm: str, limit: int) -> None:
     deadline = time.monotonic() + 10.0
     while True:
-        seen = httpx.get(url, timeout=2.0).json()
-        if seen["configured"] and (seen["algorithm"], seen["limit"]) == (algorithm, limit):
+        answer = httpx.get(url, timeout=2.0)  # 404 until the node has the key's limit
+        seen = answer.json()
+        if answer.status_code == 200 and (seen["algorithm"], seen["limit"]) == (algorithm, limit):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} still shows {seen} after 10 s")
