@@ -181,6 +181,16 @@ class Snapshot:
 # --- one inner pytest session -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    """How an interrupted run ended: exit code, seconds to exit, output, run directory."""
+
+    code: int
+    took: float
+    out: str
+    run_dir: Path | None
+
+
 class Session:
     """``python -m pytest FILE`` in ``where``, in a session of its own, its output to a
     file (a pipe nobody reads could block it), ``PYTEST_OPERATOR_RUN_DIR`` = ``base``."""
@@ -265,6 +275,13 @@ class Session:
     def ctrl_c(self) -> None:
         """SIGINT to the session's process group, as a terminal sends it."""
         os.killpg(self.proc.pid, signal.SIGINT)
+
+    def interrupt(self, send: Callable[[], None] | None = None) -> Interrupted:
+        """Interrupt the run (Ctrl-C unless ``send`` says otherwise), wait for its exit."""
+        (send or self.ctrl_c)()
+        began = time.monotonic()
+        code = self.wait()
+        return Interrupted(code, time.monotonic() - began, self.text(), self.run_dir())
 
     def wait(self, timeout: float = EXIT_S) -> int:
         try:
@@ -357,24 +374,33 @@ def _nodes_started(session: Session) -> Callable[[], bool]:
     return lambda: all(session.pidfile(n) for n in NODES)
 
 
+def assert_stopped_cleanly(
+    ended: Interrupted,
+    where: Path,
+    base: Path,
+    before: Snapshot,
+    *,
+    said: str = "KeyboardInterrupt",
+) -> None:
+    """The run exited as interrupted, soon, saying why; it left nothing behind; and the
+    next run in the same base passes."""
+    assert ended.code == pytest.ExitCode.INTERRUPTED, ended.out[-3000:]
+    assert said in ended.out
+    assert ended.took < EXIT_S
+    assert_nothing_left(base, before)
+    assert ended.run_dir is not None and not list(ended.run_dir.glob("*.pid"))
+    assert_next_run_passes(where, base, ended.run_dir)
+
+
 def test_ctrl_c_during_cluster_setup(where: Path, base: Path) -> None:
     """Ctrl-C once every node's process is started but before the cluster is ready."""
     with inner_run(where, base, "setup", HEALTHY) as session:
         session.wait_for(_nodes_started(session), "the nodes' pidfiles")
         before = session.snapshot()
-        session.ctrl_c()
-        began = time.monotonic()
-        code = session.wait()
-        took = time.monotonic() - began
-        out = session.text()
-        interrupted = session.run_dir()
+        ended = session.interrupt()
     up(before)
-    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    assert "KeyboardInterrupt" in out
     assert not session.marker.exists()  # the body never began: it was the set-up
-    assert took < EXIT_S
-    assert_nothing_left(base, before)
-    assert_next_run_passes(where, base, interrupted)
+    assert_stopped_cleanly(ended, where, base, before)
 
 
 def test_ctrl_c_inside_a_toxic_and_a_paused_node(where: Path, base: Path) -> None:
@@ -387,20 +413,11 @@ def test_ctrl_c_inside_a_toxic_and_a_paused_node(where: Path, base: Path) -> Non
         node_2 = int(session.pidfile("node-2").split()[0])
         assert _state(node_2) == "T"  # stopped
         before = session.snapshot()
-        session.ctrl_c()
-        began = time.monotonic()
-        code = session.wait()
-        took = time.monotonic() - began
-        out = session.text()
-        interrupted = session.run_dir()
+        ended = session.interrupt()
     up(before)
-    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    assert "KeyboardInterrupt" in out
-    assert took < EXIT_S
     api_port = int(api.rsplit(":", 1)[1])
     assert api_port in before.ports
-    assert_nothing_left(base, before)
-    assert_next_run_passes(where, base, interrupted)
+    assert_stopped_cleanly(ended, where, base, before)
 
 
 def test_sigterm_inside_a_fault_stops_everything_like_ctrl_c(where: Path, base: Path) -> None:
@@ -410,16 +427,9 @@ def test_sigterm_inside_a_fault_stops_everything_like_ctrl_c(where: Path, base: 
     with inner_run(where, base, "sigterm", IN_A_FAULT) as session:
         session.wait_for(session.info, "the scenario's body")
         before = session.snapshot()
-        os.kill(session.proc.pid, signal.SIGTERM)
-        code = session.wait()
-        out = session.text()
-        interrupted = session.run_dir()
+        ended = session.interrupt(lambda: os.kill(session.proc.pid, signal.SIGTERM))
     up(before)
-    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    assert "terminated by signal 15 (SIGTERM)" in out
-    assert_nothing_left(base, before)
-    assert interrupted is not None and not list(interrupted.glob("*.pid"))
-    assert_next_run_passes(where, base, interrupted)
+    assert_stopped_cleanly(ended, where, base, before, said="terminated by signal 15 (SIGTERM)")
 
 
 def test_ctrl_c_while_the_cluster_stops(where: Path, base: Path) -> None:
@@ -429,19 +439,10 @@ def test_ctrl_c_while_the_cluster_stops(where: Path, base: Path) -> None:
         session.wait_for(lambda: not any(session.pidfile(n) for n in NODES), "the nodes' stop")
         before = session.snapshot()
         assert session.pidfile("redis") and session.pidfile("toxiproxy")
-        session.ctrl_c()
-        began = time.monotonic()
-        code = session.wait()
-        took = time.monotonic() - began
-        out = session.text()
-        interrupted = session.run_dir()
+        ended = session.interrupt()
     # pytest, redis and toxiproxy (API port, redis, the proxies)
     assert len(before.pids) >= 3 and len(before.ports) >= 2 + 2 * len(NODES), before
-    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    assert "KeyboardInterrupt" in out
-    assert took < EXIT_S
-    assert_nothing_left(base, before)
-    assert_next_run_passes(where, base, interrupted)
+    assert_stopped_cleanly(ended, where, base, before)
 
 
 def _heal_restarts_node_1(session: Session) -> Callable[[], bool]:
@@ -460,18 +461,9 @@ def test_ctrl_c_during_teardown(where: Path, base: Path) -> None:
     with inner_run(where, base, "teardown", KILLED_NODE) as session:
         session.wait_for(_heal_restarts_node_1(session), "the heal's restart of node-1")
         before = session.snapshot()
-        session.ctrl_c()
-        began = time.monotonic()
-        code = session.wait()
-        took = time.monotonic() - began
-        out = session.text()
-        interrupted = session.run_dir()
+        ended = session.interrupt()
     up(before)
-    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
-    assert "KeyboardInterrupt" in out
-    assert took < EXIT_S
-    assert_nothing_left(base, before)
-    assert_next_run_passes(where, base, interrupted)
+    assert_stopped_cleanly(ended, where, base, before)
 
 
 @dataclass(frozen=True)
