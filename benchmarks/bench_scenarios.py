@@ -40,6 +40,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_operator._accuracy import EngineAccuracy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,25 +57,6 @@ class ScenarioRun:
     outcome: str
     detected: str | None
     time_to_detect: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineAccuracy:
-    """One engine's row of .run/accuracy.json's summary."""
-
-    engine: str
-    cases: int
-    ac1: float | None
-    ac3: float | None
-    avg5: float | None
-    controls: int
-    false_positive_rate: float | None
-    median_time_to_diagnose: float | None
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> EngineAccuracy:
-        values = {name: data[name] for name in cls.__dataclass_fields__}
-        return cls(**values)  # type: ignore[arg-type]  # JSON values, taken as they come
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +92,7 @@ def run_suite(
     try:
         recorded = json.loads((run_dir / "scenarios.json").read_text())
         accuracy = tuple(
-            EngineAccuracy.from_json(row)
+            EngineAccuracy.from_dict(row)
             for row in json.loads((run_dir / "accuracy.json").read_text())["summary"]
         )
     except (OSError, ValueError, KeyError, TypeError) as error:

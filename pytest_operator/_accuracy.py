@@ -50,6 +50,33 @@ class EngineAccuracy:
     false_positive_rate: float | None
     median_time_to_diagnose: float | None
 
+    @classmethod
+    def from_dict(cls, raw: object) -> EngineAccuracy:
+        """One row of an accuracy JSON's ``summary``; a malformed row raises ValueError."""
+
+        def number(value: object) -> float | None:
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"not a number: {value!r}")
+            return float(value)
+
+        if not isinstance(raw, dict):
+            raise ValueError(f"an accuracy row must be a JSON object, got {raw!r}")
+        try:
+            return cls(
+                engine=str(raw["engine"]),
+                cases=int(raw["cases"]),
+                ac1=number(raw["ac1"]),
+                ac3=number(raw["ac3"]),
+                avg5=number(raw["avg5"]),
+                controls=int(raw["controls"]),
+                false_positive_rate=number(raw["false_positive_rate"]),
+                median_time_to_diagnose=number(raw["median_time_to_diagnose"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"accuracy row {raw!r}: missing field {exc.args[0]!r}") from exc
+
 
 def _ac(cases: Sequence[Sequence[int | None]], k: int) -> float | None:
     """AC@k over cases, each the ranks of its injected causes."""

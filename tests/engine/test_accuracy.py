@@ -68,3 +68,16 @@ def test_a_case_with_two_causes_scores_both_within_the_top_two() -> None:
     base = baseline([*both, case("one", "crash(n1)", 1)])
     assert base is not None and base.engine == "constant-baseline (crash(n1))"
     assert (base.cases, base.ac1, base.ac3) == (2, 1.0, 0.75)
+
+
+def test_a_summary_row_reads_back_and_a_bad_one_is_refused() -> None:
+    from dataclasses import asdict
+
+    from pytest_operator._accuracy import EngineAccuracy
+
+    row = engine_accuracy("causal", [case("s1", "crash(n1)", 1)])
+    assert EngineAccuracy.from_dict(json.loads(json.dumps(asdict(row)))) == row
+    with pytest.raises(ValueError, match=r"missing field 'ac1'$"):
+        EngineAccuracy.from_dict({"engine": "causal", "cases": 1})
+    with pytest.raises(ValueError, match=r"^not a number: 'high'$"):
+        EngineAccuracy.from_dict({**asdict(row), "ac3": "high"})
