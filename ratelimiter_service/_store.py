@@ -1,4 +1,4 @@
-"""Redis access: one client, short timeouts, no retries, and a batcher.
+"""Redis access: one client, short timeouts, no retries but a stale connection's, a batcher.
 
 Concurrent script calls are coalesced: calls made while a pipeline is in flight wait
 for it and then go out together in the next pipeline (at most ``MAX_INFLIGHT``
@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ._pipe import Address, PipeProtocol, RedisUnavailable, open_pipe, pack
@@ -56,8 +57,12 @@ class RedisStore:
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            # no retries: a failure must show at once, the node's policy decides what then
-            retry=Retry(NoBackoff(), 0),
+            # One retry, on a connection error only: a pooled connection the server closed
+            # (Redis restarted) fails its next command, and a fresh connection is the fix,
+            # not a 503. A store that is really gone refuses the new connection at once,
+            # and a timeout is never retried: a failure still shows without delay, and
+            # the node's policy decides what then.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             retry_on_timeout=False,
             health_check_interval=0,
             decode_responses=False,

@@ -139,3 +139,26 @@ async def test_crashed_node_shows_down_in_registry(
         return await states() == {"reg-1": "Up", "reg-2": "Down"}
 
     await _until("reg-2 Down after SIGKILL", two_down)
+
+
+async def test_management_works_at_once_after_redis_restarts(
+    redis_server: RedisServer, start_node: StartNode, http: httpx.AsyncClient
+) -> None:
+    """Redis restarted under a node whose connection pool holds connections Redis closed:
+    once the node says it is ready again, its management calls succeed the first time
+    (a stale pooled connection is retried once on a fresh one, not answered with 503)."""
+    node = _start(start_node, redis_server, "fail_open")
+    body = {"limit": 5, "window_ms": 1000}
+    # several calls at once, so the pool holds several connections
+    puts = await asyncio.gather(
+        *(http.put(f"{node.url}/api/limits/k{i}", json=body) for i in range(6))
+    )
+    assert [r.status_code for r in puts] == [200] * 6
+    for attempt in range(3):
+        redis_server.kill()
+        redis_server.start()
+        await _until("ready again", lambda: _ready_is(http, node, 200))
+        answers = await asyncio.gather(
+            *(http.put(f"{node.url}/api/limits/k{i}", json=body) for i in range(6))
+        )
+        assert [r.status_code for r in answers] == [200] * 6, (attempt, [r.text for r in answers])
