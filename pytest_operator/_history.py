@@ -48,6 +48,12 @@ class EpochClock:
         """A ``time.monotonic()`` reading in epoch seconds."""
         return self._wall0 + (monotonic - self._mono0)
 
+    def drift(self) -> float:
+        """Seconds the wall clock has moved against this clock since it was anchored
+        (``time.time() - now()``): a subject that decides by its wall clock (a store's
+        ``TIME``) and a history dated by this clock disagree by this much."""
+        return time.time() - self.now()
+
     def to_monotonic(self, epoch: float) -> float:
         """An epoch time as a ``time.monotonic()`` reading (for scheduling sleeps)."""
         return self._mono0 + (epoch - self._wall0)

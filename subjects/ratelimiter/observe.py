@@ -42,6 +42,9 @@ PROBE_TIMEOUT = 0.8
 CLIENT_ERROR_SPAN = 1.0
 """Seconds of client history behind a node's error rate."""
 MIN_CLIENT_SAMPLE = 5
+CLOCK_DRIFT_NOTE_MS = 5.0
+"""A safety violation says how far the wall clock drifted from the history's monotonic
+clock once that reaches this: Redis decides by its wall clock, the history by the other."""
 HISTORY_HORIZON = 15.0
 """Seconds of client history each tick judges for the rate-limit promise."""
 
@@ -322,6 +325,12 @@ class RateLimiterObserver:
                 [op for op in ops if op.key == key], view.window_ms / 1000
             )
             if worst is not None and worst.count > view.limit:
+                drift_ms = self.history.clock.drift() * 1000
+                clock_note = (
+                    f"; the wall clock drifted {drift_ms:+.0f} ms from the history's clock"
+                    if abs(drift_ms) >= CLOCK_DRIFT_NOTE_MS
+                    else ""
+                )
                 out.append(
                     SafetyViolation(
                         property="admitted_within_limit",
@@ -330,7 +339,7 @@ class RateLimiterObserver:
                         bound=float(view.limit),
                         at=worst.end,
                         detail=f"{worst.count} admitted in {view.window_ms} ms for key"
-                        f" {key!r} (limit {view.limit})",
+                        f" {key!r} (limit {view.limit}){clock_note}",
                     )
                 )
         return out

@@ -66,3 +66,40 @@ async def test_p99_is_of_answered_requests(observer: RateLimiterObserver) -> Non
     seen = observer._client_seen(ops, NOW)["node-1"]
     assert seen.latency_p99_ms == pytest.approx(600.0)
     assert seen.error_rate == pytest.approx(1 / 101)
+
+
+async def _over_limit(history: History) -> list[str]:
+    from subjects.ratelimiter.observe import CounterView, _NodeProbe
+
+    probe = _NodeProbe("node-1", counters=[CounterView("k1", 0, 100, 1000, "sliding_log", "redis")])
+    now = history.clock.now()
+    ops = [
+        Op(
+            i,
+            "node-1",
+            "k1",
+            now - 0.9 + i * 0.005,
+            now - 0.9 + i * 0.005,
+            now - 0.9 + i * 0.005 + 0.001,
+            Outcome.OK,
+        )
+        for i in range(101)
+    ]
+    obs = RateLimiterObserver({"node-1": "http://127.0.0.1:9"}, "127.0.0.1:9", history)
+    try:
+        return [v.detail for v in obs._safety([probe], ops, now)]
+    finally:
+        await obs.aclose()
+
+
+async def test_a_safety_violation_says_when_the_wall_clock_drifted() -> None:
+    """Redis decides by its wall clock, the history is dated by the monotonic clock: when
+    the two drift apart, the violation says by how much (and not otherwise)."""
+    history = History()
+    assert abs(history.clock.drift()) < 0.05
+    assert await _over_limit(history) == ["101 admitted in 1000 ms for key 'k1' (limit 100)"]
+    history.clock._wall0 -= 0.020  # the wall clock has run 20 ms ahead since the anchor
+    assert history.clock.drift() == pytest.approx(0.020, abs=0.005)
+    (detail,) = await _over_limit(history)
+    assert detail.startswith("101 admitted in 1000 ms for key 'k1' (limit 100); the wall clock")
+    assert "drifted +2" in detail and detail.endswith(" ms from the history's clock")
