@@ -224,6 +224,9 @@ def test_ctrl_c_during_a_pytest_run(pytester: pytest.Pytester, base: Path) -> No
         while not (info.exists() and info.read_text()) and proc.poll() is None:
             assert time.monotonic() < deadline, "the inner run never started its cluster"
             time.sleep(0.05)
+        if not info.exists():
+            out, _ = proc.communicate(timeout=30)
+            raise AssertionError(f"the inner run ended ({proc.returncode}) before its test:\n{out}")
         data = json.loads(info.read_text())
         pids = {k: int(v) for k, v in data["pids"].items()}
         assert all(process_start_time(pid) is not None for pid in pids.values())
@@ -240,4 +243,6 @@ def test_ctrl_c_during_a_pytest_run(pytester: pytest.Pytester, base: Path) -> No
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()  # on every path, or a later test fails on its ResourceWarning
