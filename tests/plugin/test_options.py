@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_operator._registry import installed
 from tests.plugin.conftest import BASE_INI
 
 PASSING = "def test_ok():\n    assert True\n"
@@ -57,7 +58,8 @@ def test_flag_wins_over_ini(pytester: pytest.Pytester) -> None:
         (["--observe-interval=nan"], "ERROR: --observe-interval=nan: must be a number >= 0.01"),
         (
             ["--subject=nosuch"],
-            "ERROR: --subject=nosuch: no such subject; installed subjects: ratelimiter*",
+            "ERROR: --subject=nosuch: no such subject; installed subjects: "
+            + ", ".join(sorted(installed())),
         ),
     ],
 )
