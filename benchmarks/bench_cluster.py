@@ -1,19 +1,23 @@
 """Embedded cluster start-up: time from ``start()`` until every component is ready.
 
     .venv/bin/python benchmarks/bench_cluster.py [--runs 7] [--nodes 3] [--prometheus]
+    .venv/bin/python benchmarks/bench_cluster.py --subject etcd [--nodes 5]
 
-Starts the rate limiter cluster (redis-server, toxiproxy-server, N nodes under libfaketime,
-a proxy per link; with ``--prometheus`` also a real Prometheus, started after the nodes)
-several times and prints the median, min and max. The target is a median of at most 2 s
-for 3 nodes (without Prometheus). Stop time is printed too (it includes any SIGKILL
-escalation).
+Starts a subject's embedded cluster several times and prints the median, min and max.
+``ratelimiter`` (the default): redis-server, toxiproxy-server, N nodes under libfaketime, a
+proxy per link; with ``--prometheus`` also a real Prometheus, started after the nodes.
+``etcd``: N etcd members on their own loopback addresses, each as its own uid with its SNAT
+rule, a client proxy per member; ready means every member's ``/health`` says true (a leader
+is elected and a quorum answers). The target is a median of at most 2 s for 3 nodes (without
+Prometheus), for both subjects. Stop time is printed too (it includes any SIGKILL escalation).
 
 A run with errors is refused: the benchmark stops at the first one, says what went
 wrong and exits 1 without the summary. Errors are: ``start()`` or ``stop()`` raising (a
 component that does not become ready in its time, a process that exits), a process
-that is not running once the cluster is ready, a service node whose ``/readyz`` does
-not answer 200 through the client's proxy within 5 s of ready (it cannot reach its
-datastore through its own proxy), and a process group with a member left after
+that is not running once the cluster is ready, a subject that does not observe itself
+healthy within 5 s of ready (every component answers the monitor and says it is ready, no
+link down: a rate limiter node that cannot reach its datastore through its own proxy, an etcd
+member that cannot reach its peers), and a process group with a member left after
 ``stop()``. These checks are not timed.
 """
 
@@ -29,23 +33,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_operator._cluster import EmbeddedCluster
-from pytest_operator._topology import ComponentKind
-from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
+import pytest
 
-READYZ_WAIT_S = 5.0
+from pytest_operator import _registry
+from pytest_operator._cluster import EmbeddedCluster
+from pytest_operator._history import History
+from pytest_operator._monitor import NotHealthy, wait_healthy
+from pytest_operator._subject import Subject, SubjectConfig
+
+HEALTHY_WAIT_S = 5.0
 
 
 class Refused(Exception):
     """A run that cannot be measured: what went wrong, in one message."""
 
 
-async def one_run(nodes: int, base: Path, prometheus: bool) -> tuple[float, float]:
-    cluster = EmbeddedCluster(ratelimiter_cluster_spec(nodes, prometheus=prometheus), base_dir=base)
+async def one_run(subject: Subject, config: SubjectConfig, base: Path) -> tuple[float, float]:
+    cluster = EmbeddedCluster(subject.embedded_spec(config), base_dir=base)
     try:
         began = time.perf_counter()
         try:
@@ -53,7 +59,7 @@ async def one_run(nodes: int, base: Path, prometheus: bool) -> tuple[float, floa
         except Exception as error:
             raise Refused(f"start() failed: {error!r}") from None
         ready = time.perf_counter() - began
-        await _check_running(cluster)
+        await _check_running(cluster, subject, config)
     finally:
         pids = {name: proc.pid for name, proc in cluster.processes().items()}
         began = time.perf_counter()
@@ -68,8 +74,8 @@ async def one_run(nodes: int, base: Path, prometheus: bool) -> tuple[float, floa
     return ready, stopped
 
 
-async def _check_running(cluster: EmbeddedCluster) -> None:
-    """Every process runs and every service node reaches its datastore."""
+async def _check_running(cluster: EmbeddedCluster, subject: Subject, config: SubjectConfig) -> None:
+    """Every process runs and the subject observes itself healthy."""
     dead = [
         f"{name} (exit status {proc.returncode})"
         for name, proc in cluster.processes().items()
@@ -77,22 +83,13 @@ async def _check_running(cluster: EmbeddedCluster) -> None:
     ]
     if dead:
         raise Refused(f"not running once ready: {', '.join(dead)}")
-    nodes = [c.name for c in cluster.topology().components if c.kind is ComponentKind.SERVICE]
-    async with httpx.AsyncClient(timeout=1.0) as client:
-        for name in nodes:
-            url = cluster.client_url(name, "/readyz")
-            deadline = time.monotonic() + READYZ_WAIT_S
-            while True:
-                try:
-                    answer = await client.get(url)
-                    seen = f"HTTP {answer.status_code} {answer.text[:200]}"
-                    if answer.status_code == 200:
-                        break
-                except httpx.HTTPError as error:
-                    seen = repr(error)
-                if time.monotonic() > deadline:
-                    raise Refused(f"{name}: {url} answered {seen} for {READYZ_WAIT_S:.0f} s")
-                await asyncio.sleep(0.1)
+    session = subject.open(cluster, config, History())
+    try:
+        await wait_healthy(session.observe, timeout=HEALTHY_WAIT_S)
+    except NotHealthy as error:
+        raise Refused(str(error)) from None
+    finally:
+        await session.aclose()
 
 
 def _group_alive(pid: int) -> bool:
@@ -113,12 +110,21 @@ def summary(label: str, values: list[float]) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subject", default="ratelimiter", help="an installed subject")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument(
         "--prometheus", action="store_true", help="add the real Prometheus (an observer)"
     )
     args = parser.parse_args()
+    if args.prometheus and args.subject != "ratelimiter":
+        parser.error("--prometheus is an option of the ratelimiter subject")
+    try:
+        subject = _registry.load(args.subject)
+        config = subject.configure(args.nodes, {"prometheus": "1"} if args.prometheus else {})
+        subject.embedded_spec(config)  # a node count the subject cannot run is an error here
+    except (pytest.UsageError, ValueError) as error:
+        parser.error(str(error))
     # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C: the cluster is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ready: list[float] = []
@@ -127,7 +133,7 @@ async def main() -> int:
         # run 0 is the warm-up (file caches, .pyc): checked like the others, not counted
         for i in range(args.runs + 1):
             try:
-                r, s = await one_run(args.nodes, Path(tmp), args.prometheus)
+                r, s = await one_run(subject, config, Path(tmp))
             except Refused as refused:
                 what = "warm-up run" if i == 0 else f"run {i}"
                 print(f"refused: {what}: {refused}", file=sys.stderr)
@@ -140,6 +146,8 @@ async def main() -> int:
             print(f"run {i}: ready {r:.3f} s, stop {s:.3f} s", flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     what = f"{args.nodes} nodes" + (" + prometheus" if args.prometheus else "")
+    if args.subject != "ratelimiter":
+        what = f"{args.subject}: {what}"
     print(f"{what}, {args.runs} runs (after one warm-up run); {os.cpu_count()} CPUs, "
           f"load average {load} (other work on the machine slows the nodes' start)")  # fmt: skip
     print(summary("start -> ready", ready))

@@ -11,9 +11,11 @@ temporary folder, so runs of other people in the same checkout cannot mix in):
 2. the suite serially with ``--trials T``: its wall time, the median time to detect per
    scenario and the diagnosis accuracy.
 
-Arguments after the options (or after ``--``) go to every pytest run, e.g. ``-k node_kill``:
+``--subject`` picks the subject's scenarios (default ``ratelimiter``). Arguments after the
+options (or after ``--``) go to every pytest run, e.g. ``-k node_kill``:
 
     .venv/bin/python benchmarks/bench_scenarios.py --trials 3
+    .venv/bin/python benchmarks/bench_scenarios.py --subject etcd --workers 1 --trials 3
     .venv/bin/python benchmarks/bench_scenarios.py --runs 3 --workers 2 -- -k "kill or pause"
 
 A run with errors is refused: the benchmark stops at the first one, shows the end of
@@ -201,6 +203,7 @@ def report(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--subject", default="ratelimiter", help="whose scenarios to run")
     parser.add_argument("--trials", type=int, default=3, help="trials per scenario, step 2")
     parser.add_argument("--runs", type=int, default=1, help="runs of step 1 (medians)")
     parser.add_argument(
@@ -212,7 +215,7 @@ def main() -> int:
     args, pytest_args = parser.parse_known_args()
     # SIGTERM (a `timeout` wrapper, say) unwinds like Ctrl-C: pytest is interrupted first
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    pytest_args = [a for a in pytest_args if a != "--"]
+    pytest_args = [f"--subject={args.subject}", *(a for a in pytest_args if a != "--")]
     if args.workers < 1 or args.runs < 1 or args.trials < 1:
         parser.error("--workers, --runs and --trials must be at least 1")
     serial: list[SuiteRun] = []
