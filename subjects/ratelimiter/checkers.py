@@ -41,6 +41,8 @@ from pytest_operator._checkers import max_in_window, max_over_rate, overlapping
 from pytest_operator._history import History, Op, Outcome
 
 _EPS = 1e-9
+DEGRADED_DETAIL = "mode=degraded"
+"""The detail the client records on a decision a node made in degraded mode."""
 
 
 class Algorithm(enum.StrEnum):
@@ -348,6 +350,15 @@ class AdmittedWindow:
     start: float
     end: float
     by_target: dict[str, int]
+    degraded: int = 0
+    """Admissions a node made in degraded mode (``mode=degraded``: it could not reach the
+    store, and fail-open admits without counting)."""
+
+    def describe(self) -> str:
+        """What the window held, for a violation's detail."""
+        nodes = ", ".join(f"{t} {n}" for t, n in self.by_target.items())
+        note = f"; {self.degraded} by nodes in degraded mode" if self.degraded else ""
+        return f"by node: {nodes}{note}"
 
 
 def max_admitted_in_window(ops: Iterable[Op], window_s: float) -> AdmittedWindow | None:
@@ -357,7 +368,8 @@ def max_admitted_in_window(ops: Iterable[Op], window_s: float) -> AdmittedWindow
     worst = max_in_window([op for op in ops if op.outcome is Outcome.OK], window_s)
     if worst.start is None or worst.end is None:
         return None
-    return AdmittedWindow(worst.count, worst.start, worst.end, _by_target(worst.ops))
+    degraded = sum(1 for op in worst.ops if op.detail == DEGRADED_DETAIL)
+    return AdmittedWindow(worst.count, worst.start, worst.end, _by_target(worst.ops), degraded)
 
 
 _CHECKERS = {

@@ -339,7 +339,7 @@ class RateLimiterObserver:
                         bound=float(view.limit),
                         at=worst.end,
                         detail=f"{worst.count} admitted in {view.window_ms} ms for key"
-                        f" {key!r} (limit {view.limit}){clock_note}",
+                        f" {key!r} (limit {view.limit}); {worst.describe()}{clock_note}",
                     )
                 )
         return out

@@ -97,9 +97,13 @@ async def test_a_safety_violation_says_when_the_wall_clock_drifted() -> None:
     the two drift apart, the violation says by how much (and not otherwise)."""
     history = History()
     assert abs(history.clock.drift()) < 0.05
-    assert await _over_limit(history) == ["101 admitted in 1000 ms for key 'k1' (limit 100)"]
+    assert await _over_limit(history) == [
+        "101 admitted in 1000 ms for key 'k1' (limit 100); by node: node-1 101"
+    ]
     history.clock._wall0 -= 0.020  # the wall clock has run 20 ms ahead since the anchor
     assert history.clock.drift() == pytest.approx(0.020, abs=0.005)
     (detail,) = await _over_limit(history)
-    assert detail.startswith("101 admitted in 1000 ms for key 'k1' (limit 100); the wall clock")
+    assert detail.startswith(
+        "101 admitted in 1000 ms for key 'k1' (limit 100); by node: node-1 101; the wall clock"
+    )
     assert "drifted +2" in detail and detail.endswith(" ms from the history's clock")

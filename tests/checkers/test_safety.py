@@ -10,6 +10,7 @@ import pytest
 
 from pytest_operator._history import History, Op, Outcome
 from subjects.ratelimiter.checkers import (
+    DEGRADED_DETAIL,
     Algorithm,
     SafetyVerdict,
     check_safety,
@@ -213,3 +214,14 @@ def test_max_admitted_in_window_for_the_monitor() -> None:
     assert worst is not None
     assert (worst.count, worst.by_target) == (3, {"n1": 2, "n2": 1})
     assert max_admitted_in_window([op(0.1, outcome=ERR)], 1.0) is None
+
+
+def test_the_busiest_window_says_what_it_held() -> None:
+    degraded = Op(0, "n2", "k", T0 + 0.5, T0 + 0.5, T0 + 0.502, OK, DEGRADED_DETAIL)
+    ops = [op(0.1, target="n1"), op(0.2, target="n1"), degraded]
+    worst = max_admitted_in_window(ops, 1.0)
+    assert worst is not None
+    assert (worst.count, worst.degraded) == (3, 1)
+    assert worst.describe() == "by node: n1 2, n2 1; 1 by nodes in degraded mode"
+    normal = max_admitted_in_window(ops[:2], 1.0)
+    assert normal is not None and normal.describe() == "by node: n1 2"
