@@ -68,8 +68,17 @@ Times are seconds since the first observation ("t"). It has:
     latency), error_rate (0..1), request_rate (requests per second it served),
     clock_offset_ms (its wall clock minus the monitor's), probe_ms (probe round trip).
   * "details": free text the component reported, with first time and count.
+  * consensus members (components that replicate a log and elect a leader) also
+    report what they believe of their group: "role" runs (leader, follower,
+    candidate, learner), "leader" runs (the member it believes leads; "none" when it
+    sees no leader), "quorum" runs (whether it can commit: it has a leader and a
+    majority answers it) and "term" stats (the election epoch: a rise means an
+    election). A member that cannot be probed reports none of these.
 - "links": per link "a->b", as a reports its calls to b: "up" runs, error_rate and
-  latency_p99_ms stats.
+  latency_p99_ms stats. Between consensus members ("mesh" links, both ends are
+  components) a link is a reports on its peer b: up false when a says b is not
+  active. Such reports can lag a cut by several seconds; leader and quorum views
+  change first.
 - "divergences": a component's view of some shared state departing from the
   authoritative store's (grouped per component and item, with the largest gap).
 - "safety": promises broken in the client-side history, with the components that
@@ -89,6 +98,27 @@ Times are seconds since the first observation ("t"). It has:
   b both answer the monitor and b's other links stay fine. a may fall back to a
   degraded mode; a's view of shared state then drifts from b's (divergences), and
   safety can break because a decides alone. Name the link with component=a, peer=b.
+- isolation(c): c is cut from every peer of its mesh, both ways, but still runs: it
+  answers the monitor (unlike crash or pause), every mesh link to and from c goes
+  down while the links among the others stay up, c loses quorum (a leader steps
+  down after an election timeout; c then sees no leader and, campaigning alone, its
+  term keeps rising) while the others keep or elect a leader among themselves and
+  keep quorum. Not a partition of one pair: all of c's links fail, not one.
+- split(groups): the mesh is cut into groups that cannot reach one another, each
+  of which still runs and answers the monitor: links across groups go down, links
+  within a group stay up. Members of a group without a majority lose quorum (no
+  leader, rising terms); a group holding a majority keeps or elects a leader. When
+  no group holds a majority nobody has quorum. Name it with component = any member
+  and "groups" = the groups as lists of component names (every member of the mesh in
+  exactly one group). Two groups one of which is a single member are that member's
+  isolation: answer isolation(c) then.
+- Consensus members and crash or pause: when the crashed or paused member was the
+  leader, the others keep its id as leader for about an election timeout, then a
+  higher term starts and a new leader appears among them; the members that
+  depended on it may lose quorum meanwhile. A crashed or paused follower changes
+  nobody's leader. The peers of a crashed or paused member report their links to it
+  as down too: that is the crash or pause, not an isolation (an isolated member
+  still answers the monitor).
 - latency(a, b): a's calls to b get slow (latency_p99_ms far above the other links
   into b) while the link stays up; a's own latency rises with it.
 - bandwidth(a, b): like latency, slow transfers on one link, growing with size.
@@ -108,7 +138,8 @@ Times are seconds since the first observation ("t"). It has:
   confidences need not sum to 1). Cite evidence for and against each, short and
   concrete, each with the time "t" it points at (or null).
 - Use only the component names of the topology; a link fault names both ends
-  (component = the caller, peer = the callee); other kinds have peer null.
+  (component = the caller, peer = the callee); other kinds have peer null. Only a
+  split has "groups"; every other kind has groups null.
 - A workload that is refused because it asks for more than the system allows is
   the system working, not a fault. With no violations, or only violations that the
   signals do not support, return an empty hypotheses list.
@@ -213,11 +244,24 @@ def build_tool(case: Case) -> JsonObject:
                 "enum": [*names, None],
                 "description": "the callee of a link fault; null for other kinds",
             },
+            "groups": {
+                "type": ["array", "null"],
+                "items": {"type": "array", "items": {"type": "string", "enum": names}},
+                "description": "a split's groups of component names; null for other kinds",
+            },
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "evidence_for": evidence,
             "evidence_against": evidence,
         },
-        "required": ["kind", "component", "peer", "confidence", "evidence_for", "evidence_against"],
+        "required": [
+            "kind",
+            "component",
+            "peer",
+            "groups",
+            "confidence",
+            "evidence_for",
+            "evidence_against",
+        ],
         "additionalProperties": False,
     }
     actions = [a.name for a in case.actions]
@@ -376,6 +420,7 @@ def _component(seen: list[tuple[float, ComponentSignals]], t0: float, lim: _Limi
         previous = c.started_at
     if restarts:
         out["restarts"] = restarts
+    _consensus(out, seen, t0)
     for key, get in _NUMERIC:
         stats = _stats([(at, get(c)) for at, c in seen], t0)
         if stats is not None:
@@ -396,6 +441,27 @@ def _component(seen: list[tuple[float, ComponentSignals]], t0: float, lim: _Limi
             if len(first) > len(kept):
                 out["details_omitted"] = len(first) - len(kept)
     return out
+
+
+def _consensus(out: JsonObject, seen: list[tuple[float, ComponentSignals]], t0: float) -> None:
+    """Role, leader seen, quorum and term of a consensus member (nothing for others)."""
+    member = [
+        (at, c)
+        for at, c in seen
+        if c.reachable and (c.role is not None or c.term is not None or c.quorum is not None)
+    ]
+    if not member:
+        return
+    roles = _runs(((at, c.role.value if c.role else None) for at, c in member), t0)
+    if roles:
+        out["role"] = roles
+    out["leader"] = _runs(((at, c.leader or "none") for at, c in member), t0)
+    quorum = _runs(((at, c.quorum) for at, c in member), t0)
+    if quorum:
+        out["quorum"] = quorum
+    terms = _stats([(at, None if c.term is None else float(c.term)) for at, c in member], t0)
+    if terms is not None:
+        out["term"] = terms
 
 
 def _links(observations: Sequence[Observation], t0: float) -> JsonObject:

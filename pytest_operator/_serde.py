@@ -17,11 +17,22 @@ from pytest_operator._diagnosis import Case, Diagnosis
 
 T = TypeVar("T")
 
+OMIT_DEFAULT = "serde_omit_default"
+"""Field metadata key: a field added to a shape after cases were recorded is left out of
+the JSON while it holds its default, so a case recorded before it was added writes back
+exactly as it was read (a missing field reads back as its default). Shapes mark such a
+field with ``field(default=None, metadata={OMIT_DEFAULT: True})`` (``_signals`` cannot
+import this module, so it spells the key out)."""
+
 
 def to_data(value: object) -> Any:
     """Dataclasses, enums and tuples as plain JSON data."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_data(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get(OMIT_DEFAULT) and getattr(value, f.name) == f.default)
+        }
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple | list):

@@ -4,8 +4,11 @@ A subject's ``observe()`` returns an :class:`Observation`: per-component signals
 (does it answer the monitor's probe, does it say it is ready, its latency, error
 rate, start time, clock offset), per-link signals (a's calls to b, as seen from a),
 state divergence between a component's view and the authoritative store, safety
-violations found in the client history, and subject-specific facts. The causal
-engine reads only these shapes, so it can stay ignorant of what the subject is.
+violations found in the client history, and subject-specific facts. Members of a
+consensus group also report what they believe of the group: their role, their term
+(epoch), the leader they see and whether they can commit (quorum); their links to
+one another are reported as each member sees its peers. The causal engine reads
+only these shapes, so it can stay ignorant of what the subject is.
 """
 
 from __future__ import annotations
@@ -23,6 +26,22 @@ class ProbeFailure(enum.StrEnum):
     """Connected, or tried to, and heard nothing in time (a frozen process, a black hole)."""
     ERROR = "error"
     """It answered, with an error status."""
+
+
+class Role(enum.StrEnum):
+    """A consensus member's role, as the member itself reports it."""
+
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    """Campaigning for leadership: it sees no leader it accepts."""
+    LEARNER = "learner"
+    """Receives the log but does not vote."""
+
+
+_RECENT = {"serde_omit_default": True}
+"""Metadata of fields added after cases were recorded (``_serde.OMIT_DEFAULT``): left out
+of a case's JSON while None, so older recorded cases write back byte for byte."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +64,24 @@ class ComponentSignals:
     data_intact: bool | None = None
     """A canary the monitor wrote into this component's state is still there (stores only)."""
     detail: str | None = None
+    role: Role | None = field(default=None, metadata=_RECENT)
+    """Its consensus role as it reports it (None: not a consensus member, or it cannot say)."""
+    term: int | None = field(default=None, metadata=_RECENT)
+    """Its consensus term (epoch) as it reports it; a rise means an election."""
+    leader: str | None = field(default=None, metadata=_RECENT)
+    """The component it believes leads (None: it sees no leader, or is no consensus member)."""
+    quorum: bool | None = field(default=None, metadata=_RECENT)
+    """It can commit: it has a leader and a majority answers it (None: it cannot say)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LinkSignals:
-    """``source``'s calls to ``target``, as ``source`` reports them."""
+    """``source``'s calls to ``target``, as ``source`` reports them.
+
+    Between members of a mesh (consensus peers), ``up`` is False when ``source`` says
+    its peer ``target`` is not active or unreachable, and ``latency_p99_ms`` is the
+    peer round trip.
+    """
 
     source: str
     target: str
@@ -126,6 +158,10 @@ class Observation:
                 state = "not ready"
             if c.degraded:
                 state += ",degraded"
+            if c.role is Role.LEADER:
+                state += ",leader"
+            if c.quorum is False:
+                state += ",no-quorum"
             parts.append(f"{c.component}={state}")
         for link in self.links:
             if link.up is False:
