@@ -184,6 +184,29 @@ def table(rows: Sequence[EngineAccuracy]) -> list[str]:
     return lines
 
 
+def read_cases(text: str) -> list[CaseResult]:
+    """The cases of an accuracy JSON (what :func:`write_json` wrote); ValueError if it is
+    not one, naming what is missing."""
+    try:
+        doc = json.loads(text)
+        return [CaseResult(**{**c, "ranked": tuple(c["ranked"])}) for c in doc["cases"]]
+    except KeyError as exc:
+        raise ValueError(f"not an accuracy file of pytest-operator (no {exc})") from exc
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not an accuracy file of pytest-operator ({exc})") from exc
+
+
+def merge_cases(earlier: Sequence[CaseResult], later: Sequence[CaseResult]) -> list[CaseResult]:
+    """``earlier`` then ``later``; a case of ``later`` replaces an earlier one of the same
+    scenario, trial and engine (a scenario run again into the same results)."""
+
+    def key(c: CaseResult) -> tuple[str, int, str]:
+        return c.scenario, c.trial, c.engine
+
+    replaced = {key(c) for c in later}
+    return [c for c in earlier if key(c) not in replaced] + list(later)
+
+
 def write_json(path: Path, results: Sequence[CaseResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {

@@ -36,7 +36,14 @@ from pathlib import Path
 import allure
 import pytest
 
-from pytest_operator._accuracy import CaseResult, EngineAccuracy, summarize, table
+from pytest_operator._accuracy import (
+    CaseResult,
+    EngineAccuracy,
+    merge_cases,
+    read_cases,
+    summarize,
+    table,
+)
 from pytest_operator._causes import FaultKind, RootCause
 from pytest_operator._checkers import availability, latency
 from pytest_operator._fixtures import OPERATOR
@@ -363,6 +370,7 @@ class AllureReporting:
         )
         cases = self._cases()
         if cases:
+            cases = merge_cases(self._earlier_cases(), cases)
             summary = summarize(cases)
             (self.results_dir / ACCURACY_FILE).write_text(accuracy_json(summary, cases))
             allure.global_attach(
@@ -370,6 +378,28 @@ class AllureReporting:
                 "diagnosis accuracy",
                 allure.attachment_type.TEXT,
             )
+
+    def _earlier_cases(self) -> list[CaseResult]:
+        """Cases an earlier run left in the same results (not cleaned in between): the
+        scenario suites of two subjects, run one after the other into one report."""
+        path = self.results_dir / ACCURACY_FILE
+        if not path.is_file():
+            return []
+        try:
+            return read_cases(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("%s: left out of the accuracy summary: %s", path, exc)
+            return []
+
+    def _earlier_subjects(self) -> list[str]:
+        """The subjects an earlier run into the same results named (see _earlier_cases)."""
+        path = self.results_dir / "environment.properties"
+        if not path.is_file() or not (self.results_dir / ACCURACY_FILE).is_file():
+            return []
+        for line in path.read_text().splitlines():
+            if line.startswith("subject="):
+                return [s.strip() for s in line.removeprefix("subject=").split(",")]
+        return []
 
     def _cases(self) -> list[CaseResult]:
         from pytest_operator._results import Results
@@ -383,8 +413,9 @@ class AllureReporting:
         opts = self.config.stash[OPTIONS]
         engines = [e.name for e in self.config.stash.get(ENGINES, [])]
         left_out = self.config.stash.get(SKIPPED_ENGINES, [])
+        subjects = [*self._earlier_subjects(), opts.subject or "-"]
         entries = [
-            ("subject", opts.subject or "-"),
+            ("subject", ", ".join(dict.fromkeys(s for s in subjects if s != "-")) or "-"),
             ("backend", str(opts.backend)),
             ("nodes", str(opts.nodes)),
             ("engines", ", ".join(engines) or str(opts.diagnoser)),

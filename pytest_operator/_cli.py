@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_operator._accuracy import BASELINE, CaseResult, EngineAccuracy, summarize, table
+from pytest_operator._accuracy import (
+    BASELINE,
+    EngineAccuracy,
+    read_cases,
+    summarize,
+    table,
+)
 
 HISTORY_FILE = "history.jsonl"
 ACCURACY_FILE = "operator-accuracy.json"  # written by _allure into the results
@@ -67,12 +73,9 @@ def read_accuracy(results: Path) -> list[EngineAccuracy]:
     if not path.is_file():
         return []
     try:
-        doc = json.loads(path.read_text())
-        cases = [CaseResult(**{**c, "ranked": tuple(c["ranked"])}) for c in doc["cases"]]
-    except KeyError as exc:
-        raise ReportError(f"{path}: not an accuracy file of pytest-operator (no {exc})") from exc
-    except (ValueError, TypeError) as exc:
-        raise ReportError(f"{path}: not an accuracy file of pytest-operator ({exc})") from exc
+        cases = read_cases(path.read_text())
+    except ValueError as exc:
+        raise ReportError(f"{path}: {exc}") from exc
     return summarize(cases)
 
 

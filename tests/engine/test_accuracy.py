@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_operator._accuracy import CaseResult, baseline, engine_accuracy, summarize, write_json
+from pytest_operator._accuracy import (
+    CaseResult,
+    baseline,
+    engine_accuracy,
+    merge_cases,
+    read_cases,
+    summarize,
+    write_json,
+)
 
 
 def case(
@@ -81,3 +89,36 @@ def test_a_summary_row_reads_back_and_a_bad_one_is_refused() -> None:
         EngineAccuracy.from_dict({"engine": "causal", "cases": 1})
     with pytest.raises(ValueError, match=r"^not a number: 'high'$"):
         EngineAccuracy.from_dict({**asdict(row), "ac3": "high"})
+
+
+def test_cases_read_back_and_merge(tmp_path: Path) -> None:
+    first = [case("a", "crash(x)", 1), case("b", "pause(y)", 1)]
+    path = tmp_path / "accuracy.json"
+    write_json(path, first)
+    assert read_cases(path.read_text()) == first
+    again = case("b", "crash(x)", 2)  # scenario b rerun into the same results
+    merged = merge_cases(read_cases(path.read_text()), [again, case("c", None, None)])
+    assert [(c.scenario, c.expected) for c in merged] == [
+        ("a", "crash(x)"),
+        ("b", "crash(x)"),
+        ("c", None),
+    ]
+    with pytest.raises(ValueError, match=r"^not an accuracy file of pytest-operator \(no"):
+        read_cases('{"cases": [{"scenario": "x"}]}')
+    with pytest.raises(ValueError, match=r"^not an accuracy file of pytest-operator \("):
+        read_cases("not json")
+
+
+def test_a_second_run_into_the_same_allure_results_adds_its_cases(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    from pytest_operator._allure import ACCURACY_FILE, AllureReporting
+
+    reporting = AllureReporting(pytestconfig, tmp_path)
+    assert reporting._earlier_cases() == [] and reporting._earlier_subjects() == []
+    write_json(tmp_path / ACCURACY_FILE, [case("a", "crash(x)", 1)])
+    (tmp_path / "environment.properties").write_text("subject=ratelimiter\nnodes=3\n")
+    assert [c.scenario for c in reporting._earlier_cases()] == ["a"]
+    assert reporting._earlier_subjects() == ["ratelimiter"]
+    (tmp_path / ACCURACY_FILE).write_text("{broken")
+    assert reporting._earlier_cases() == []  # left out, with a warning in the log
