@@ -56,9 +56,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct free ports (all bound at once, so the kernel cannot repeat one)."""
+    return free_ports_at([host] * count)
+
+
+def free_ports_at(hosts: Sequence[str]) -> list[int]:
+    """One free port on each of ``hosts`` (all bound at once, so the kernel cannot repeat a
+    port on one host; two hosts may get the same number)."""
     sockets = []
     try:
-        for _ in range(count):
+        for host in hosts:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.bind((host, 0))
@@ -279,7 +285,7 @@ _KILL_ATTEMPTS = 20  # a Ctrl-C landing before SIGINT is ignored starts the kill
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """Ctrl-C ignored for the duration (Python runs signal handlers in the main thread
     only, and only there can they be changed: elsewhere this does nothing)."""
     if threading.current_thread() is not threading.main_thread():
@@ -308,7 +314,7 @@ def kill_now_all(procs: Iterable[ManagedProcess]) -> None:
     procs = list(procs)
     for _ in range(_KILL_ATTEMPTS):
         try:
-            with _sigint_ignored():
+            with sigint_ignored():
                 for proc in procs:
                     proc._sigkill_if_alive()
                 deadline = time.monotonic() + _KILL_WAIT_S
@@ -337,11 +343,14 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | str | None = None,
         inherit_env: bool = True,
+        user: int | None = None,
     ) -> None:
         if not argv:
             raise ValueError(f"process {name!r}: empty argv")
         self.name = name
         self.argv = tuple(argv)
+        self.user = user
+        """Runs as this numeric uid (and gid, no supplementary groups), or as us when None."""
         self.run_dir = run_dir
         self.cwd = Path(cwd) if cwd is not None else run_dir.path
         self._env = dict(os.environ) if inherit_env else {}
@@ -397,6 +406,10 @@ class ManagedProcess:
                     env=self._env,
                     cwd=self.cwd,
                     start_new_session=True,
+                    # its own uid (gid = uid, no supplementary groups) when ``user`` is set
+                    user=self.user,
+                    group=self.user,
+                    extra_groups=None if self.user is None else [],
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {self.name!r} ({self.argv[0]}): {exc}") from exc

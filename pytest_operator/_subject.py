@@ -45,8 +45,13 @@ class SubjectConfig:
 class ClusterView(Protocol):
     """What a subject needs of a running cluster, whichever backend started it."""
 
-    def address(self, name: str) -> Address:
-        """Where the monitor reaches component ``name`` directly (no proxy on the way)."""
+    def address(self, name: str, which: str = "main") -> Address:
+        """Where the monitor reaches component ``name``'s port ``which`` directly (no
+        proxy on the way): ``"main"`` or one of the names in its spec's ``ports``."""
+        ...
+
+    def mesh(self) -> tuple[str, ...]:
+        """The components at the ends of direct links (a mesh of peers), in spec order."""
         ...
 
     def client_url(self, name: str, path: str = "") -> str:

@@ -1,7 +1,8 @@
 """The subject's shape in generic terms: components, the links between them, and
 the fault points that realise each (a Toxiproxy proxy for a link, a process for a
 component). Fault-injection machinery is never a component: a proxy belongs to
-the link it sits on.
+the link it sits on. A link with no proxy is direct: its source reaches the target's
+own address (members of a mesh, cut with iptables rules between their hosts).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class Component:
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """``source`` calls ``target``; ``proxy`` is the Toxiproxy proxy on the way, if any."""
+    """``source`` calls ``target``; ``proxy`` is the Toxiproxy proxy on the way, or None for
+    a direct link."""
 
     source: str
     target: str
@@ -58,3 +60,13 @@ class Topology:
 
     def links_of(self, name: str) -> tuple[Link, ...]:
         return tuple(lk for lk in self.links if name in (lk.source, lk.target))
+
+    def peers(self, name: str) -> tuple[str, ...]:
+        """The other ends of ``name``'s direct links (either direction), in component
+        order."""
+        ends = {
+            lk.target if lk.source == name else lk.source
+            for lk in self.links
+            if lk.proxy is None and name in (lk.source, lk.target)
+        }
+        return tuple(c.name for c in self.components if c.name in ends and c.name != name)
