@@ -20,6 +20,26 @@ history, and the violations such a fault must explain are those of the component
   signal;
 - misconfiguration(s): safety breaks with no infrastructure signal and no spike.
 
+Members of a mesh (components that call one another both ways: a consensus group's
+peers, see ``_consensus``) add what they say of their group: role, term, the leader
+they see, quorum. Over them:
+
+- crash(c) / pause(c) of a member: as above, and if c led, the others elected another
+  leader at a higher term; the members that followed it may lose quorum meanwhile;
+- isolation(c): c answers the monitor but lost quorum (it sees no leader, or still
+  claims a leadership nobody follows) while the others kept or elected a leader; its
+  term rises past theirs; every mesh link to and from c fails, the others' stay up;
+- split(groups): the members of groups without a majority lost quorum while a
+  majority group kept it (or nobody has quorum, when no group holds a majority); the
+  links across the groups fail, those within them stay up. The candidate groups are
+  drawn from the links still up, from who kept quorum against who lost it, or, with no
+  link report yet and nobody able to commit, every member alone;
+- partition(a, b) between two members: exactly that pair's links cut, both ways, all
+  else up; other pairs cut at the same time point to an isolation or a split.
+
+Link reports between members can lag a cut by seconds; the members' views of leader
+and quorum arrive first, so neither isolation nor split needs the links.
+
 Each hypothesis over the topology scores the evidence for it minus the evidence
 against it; hypotheses are ranked by score (ties broken by name, so the ranking is
 deterministic) and confidences are a softmax over the positive scores. The engine
@@ -33,9 +53,11 @@ import math
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pytest_operator._causes import FaultKind, RootCause
+from pytest_operator._causes import FaultKind, RootCause, split_cause
+from pytest_operator._consensus import MeshView
 from pytest_operator._diagnosis import Case, Diagnosis, Evidence, Hypothesis, recommend
 from pytest_operator._invariants import Category
 from pytest_operator._signals import ProbeFailure
@@ -202,6 +224,8 @@ class _Scorer:
 
 
 AVAILABILITY = {Category.AVAILABILITY}
+CONSENSUS = {Category.AVAILABILITY, Category.LATENCY, Category.CONSISTENCY}
+"""What a group that cannot commit, or commits late, breaks."""
 ANY = set(Category)
 
 
@@ -238,11 +262,12 @@ class CausalEngine:
 
     def _rank(self, case: Case) -> list[Hypothesis]:
         f = _Features(case)
+        mv = MeshView(case)
         scorers: list[_Scorer] = []
         for comp in case.topology.components:
             if comp.kind is ComponentKind.CLIENT:
                 continue
-            scorers += self._component(comp.name, comp.kind, f, case)
+            scorers += self._component(comp.name, comp.kind, f, mv)
         clients = {c.name for c in case.topology.components if c.kind is ComponentKind.CLIENT}
         for link in case.topology.links:
             if link.source not in f.components and link.source not in clients:
@@ -250,12 +275,16 @@ class CausalEngine:
             if (link.source, link.target) not in f.links:
                 continue  # nobody reported on this link
             scorers += self._link(
-                link.source, link.target, f, caller_is_client=link.source in clients
+                link.source, link.target, f, mv, caller_is_client=link.source in clients
             )
-        scorers += self._traffic(f, case)
-        ranked = sorted(
+        scorers += _consensus(f, mv)
+        scorers += self._traffic(f, case, mv)
+        ranked: list[_Scorer] = []
+        for s in sorted(
             (s for s in scorers if s.score >= MIN_SCORE), key=lambda s: (-s.score, str(s.cause))
-        )
+        ):
+            if not any(r.cause.matches(s.cause) for r in ranked):
+                ranked.append(s)  # a mesh link's two directions are one partition
         total = sum(math.exp(s.score) for s in ranked)
         return [
             Hypothesis(
@@ -268,7 +297,9 @@ class CausalEngine:
             for s in ranked
         ]
 
-    def _component(self, name: str, kind: ComponentKind, f: _Features, case: Case) -> list[_Scorer]:
+    def _component(
+        self, name: str, kind: ComponentKind, f: _Features, mv: MeshView
+    ) -> list[_Scorer]:
         c = f.components.get(name)
         if c is None:
             return []
@@ -303,14 +334,23 @@ class CausalEngine:
             crash.add(1, f"{name} came back with a new start time", restarted)
             pause.add(-1, f"{name} restarted; a frozen process keeps its start time", restarted)
         if c.unreachable:
-            # a silent component explains what failed at it, or at whatever depends on it
+            # a silent component explains what failed at it, or at whatever depends on it;
+            # in a mesh, where every peer calls every other, the peers that followed it
+            # (it led them) depend on it, and what its group could not do in time counts
+            depends = f.dependents[name]
+            categories = AVAILABILITY
+            if name in mv.members:
+                _silent_member(name, c, mv, crash, pause)
+                depends = (depends - set(mv.mesh)) | mv.followers_of(name)
+                categories = CONSENSUS
             for s in (crash, pause):
                 _explains(
                     s,
                     f,
-                    {name} | f.dependents[name],
-                    AVAILABILITY,
-                    f"no availability violation at {name} or at what depends on it",
+                    {name} | depends,
+                    categories,
+                    f"no {'/'.join(sorted(categories))} violation at {name}"
+                    " or at what depends on it",
                 )
         if inbound and len(inbound_down) == len(inbound) and c.unreachable:
             for s in (crash, pause):
@@ -353,11 +393,16 @@ class CausalEngine:
             out.append(loss)
         return out
 
-    def _link(self, a: str, b: str, f: _Features, *, caller_is_client: bool) -> list[_Scorer]:
+    def _link(
+        self, a: str, b: str, f: _Features, mv: MeshView, *, caller_is_client: bool
+    ) -> list[_Scorer]:
         """Hypotheses on the link a -> b. When ``a`` is the clients (a pseudo-component
         whose failures the subject reports against the component they called), the
-        violations to explain are ``b``'s."""
+        violations to explain are ``b``'s. Between two members of a mesh the reverse
+        link is part of the same partition, and a partition is one pair: when other
+        pairs are cut at once, an isolation or a split explains it better."""
         lf = f.links[(a, b)]
+        mesh_link = a in mv.members and b in mv.members
         ca, cb = f.components.get(a), f.components.get(b)
         blamed = {b} if caller_is_client else {a}
         part = _Scorer(RootCause(FaultKind.PARTITION, a, b))
@@ -379,7 +424,7 @@ class CausalEngine:
                 part.add(1, f"every other link into {b} stayed up")
             if ca is not None and ca.divergences:
                 part.add(1, f"{a}'s view of shared state drifted from {b}'s", ca.divergence_at)
-            behind = [k for k in f.links if k[0] == b and f.links[k].down]
+            behind = [k for k in f.links if k[0] == b and k[1] != a and f.links[k].down]
             if behind:
                 part.add(
                     -3,
@@ -389,6 +434,10 @@ class CausalEngine:
             siblings = [k for k in f.links if k[0] == a and k[1] != b]
             if siblings and all(f.links[k].down for k in siblings):
                 part.add(-2, f"{a}'s calls to every other component failed too: not one link")
+            if mesh_link:
+                _mesh_pair(part, a, b, mv)
+            elif b in mv.members:
+                _behind_member(part, lf, b, mv)
         if cb is not None and cb.unreachable:
             part.add(-3, f"{b} itself stopped answering", _first(cb.refused or cb.timeouts))
         if ca is not None and ca.unreachable and not lf.down:
@@ -431,12 +480,14 @@ class CausalEngine:
                 )
         return [part, lat, bw]
 
-    def _traffic(self, f: _Features, case: Case) -> list[_Scorer]:
+    def _traffic(self, f: _Features, case: Case, mv: MeshView) -> list[_Scorer]:
         services = [c.name for c in case.topology.components if c.kind is ComponentKind.SERVICE]
         spiking = [n for n in services if n in f.components and f.components[n].rate_spike()]
         overload = _Scorer(RootCause(FaultKind.OVERLOAD, CLIENT))
         misconf = _Scorer(RootCause(FaultKind.MISCONFIGURATION, CLIENT))
-        infra = f.infrastructure_signal()
+        infra = f.infrastructure_signal() or any(
+            m.ever_lost_at is not None for m in mv.members.values()
+        )
         if services and len(spiking) * 2 >= len(services):
             at = f.components[spiking[0]].rate_peak_at
             overload.add(
@@ -456,3 +507,226 @@ class CausalEngine:
             for s in (overload, misconf):
                 _explains(s, f, set(f.violated), {Category.SAFETY}, "no safety violation")
         return [overload, misconf]
+
+
+# --- consensus groups (see _consensus) ---------------------------------------------
+
+
+def _names(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _silent_member(name: str, c: _Component, mv: MeshView, *scorers: _Scorer) -> None:
+    """A silent member of a mesh: if it led, the others elected another; the members
+    that depended on it may have lost quorum meanwhile."""
+    elected = mv.elected()
+    if elected is not None and elected[0] == name:
+        others = [n for n in mv.mesh if n != name]
+        rise = mv.term_rise(others)
+        terms = f" (term {rise[0]} -> {rise[1]})" if rise else ""
+        for s in scorers:
+            s.add(1, f"{name} led; the others elected {elected[1]}{terms}", elected[2])
+    failures = len(c.refused) + len(c.timeouts)
+    if failures == 1:
+        for s in scorers:
+            s.add(-2, f"{name} missed a single probe and answered the others: a blip")
+    went_silent = _first(c.refused or c.timeouts)
+    lost = [
+        n
+        for n in mv.answering()
+        if n != name
+        and (at := mv.members[n].ever_lost_at) is not None
+        and (went_silent is None or at >= went_silent)
+    ]
+    if lost:
+        at = min(t for n in lost if (t := mv.members[n].ever_lost_at) is not None)
+        for s in scorers:
+            s.add(1, f"{_names(lost)} lost quorum while {name} was silent", at)
+
+
+def _mesh_pair(part: _Scorer, a: str, b: str, mv: MeshView) -> None:
+    """A partition between two mesh members is that pair's links cut, all else up."""
+    if (b, a) in mv.cut:
+        part.add(1, f"{b}'s link back to {a} failed too", mv.cut_at[(b, a)])
+    others = mv.pairs_cut() - {frozenset((a, b))}
+    if others:
+        pairs = sorted("<->".join(sorted(p, key=mv.mesh.index)) for p in others)
+        part.add(
+            -2,
+            f"{len(others)} other mesh pair(s) were cut too ({_names(pairs, 3)}): more than"
+            " one link",
+        )
+    elif (a, b) in mv.cut and len(mv.reported) > 2:
+        part.add(2, f"every other mesh link stayed up: only {a} and {b} were cut apart")
+
+
+def _behind_member(part: _Scorer, lf: _Link, b: str, mv: MeshView) -> None:
+    """Calls into a mesh member that failed while it could not commit fail behind it."""
+    if b in mv.lost():
+        part.add(
+            -3,
+            f"{b} lost quorum while it answered the monitor: its failures lie behind it,"
+            " in its group",
+            mv.members[b].lost_at,
+        )
+        return
+    stuck = mv.stuck(b)
+    during = [at for at in lf.down if at in stuck]
+    if len(during) * 2 >= len(lf.down):
+        part.add(
+            -2,
+            f"{b} could not commit when calls to it failed (no leader, or a leader that was"
+            " gone): the failure lies behind it",
+            during[0],
+        )
+
+
+def _consensus(f: _Features, mv: MeshView) -> list[_Scorer]:
+    """Isolation of each member, and splits of the mesh into the groups the evidence draws."""
+    if len(mv.mesh) < 3:
+        return []
+    out = [s for name in mv.mesh if (s := _isolation(name, f, mv)) is not None]
+    out += [_split(cause, f, mv) for cause in _split_candidates(mv)]
+    return out
+
+
+def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
+    m = mv.members[c]
+    links = mv.links_of(c)
+    cut = [k for k in links if k in mv.cut]
+    all_cut = bool(links) and len(cut) == len(links)
+    if m.is_silent or (m.lost_at is None and not all_cut):
+        # nothing of an isolation: it kept quorum and its links; or it stopped answering
+        # the monitor (a crash or pause, which its peers see as links down too)
+        return None
+    s = _Scorer(RootCause(FaultKind.ISOLATION, c))
+    if m.silent:
+        s.add(-1, f"{c} missed a probe", m.silent[0])
+    if m.lost_at is not None:
+        s.add(
+            3,
+            f"{c} lost quorum (no leader, or cannot commit) while it answered the monitor",
+            m.lost_at,
+        )
+    others = [n for n in mv.mesh if n != c]
+    answering = [n for n in others if n in mv.answering()]
+    lost_too = [n for n in answering if mv.members[n].lost_at is not None]
+    kept = [n for n in answering if mv.members[n].final_quorum is True]
+    if lost_too:
+        s.add(-2, f"{_names(lost_too)} lost quorum too: more than {c} was cut off")
+    elif len(kept) >= mv.majority:
+        last = mv.last_leader()
+        under = f" under {last[0]}" if last is not None and last[0] != c else ""
+        s.add(2, f"the others kept quorum{under}", last[1] if last else None)
+    silent = [n for n in others if mv.members[n].is_silent]
+    if silent:
+        s.add(
+            -2, f"{_names(silent)} stopped answering the monitor", mv.members[silent[0]].silent[0]
+        )
+    elected = mv.elected()
+    if elected is not None and elected[0] == c:
+        s.add(1, f"{c} led; the others elected {elected[1]}", elected[2])
+    step = mv.out_of_step(c)
+    if step is not None:
+        seen, term, theirs_leader, theirs_term = step
+        who = "claims to lead" if seen == c else f"follows {seen}"
+        at = f" at term {term}" if term is not None else ""
+        them = f" at term {theirs_term}" if theirs_term is not None else ""
+        s.add(1, f"{c} still {who}{at} while the others follow {theirs_leader}{them}")
+    own = m.last_term
+    theirs = [t for n in answering if (t := mv.members[n].last_term) is not None]
+    if own is not None and theirs and own > max(theirs) and m.lost_at is not None:
+        s.add(1, f"{c}'s term rose to {own}, past the others' {max(theirs)}: it campaigns alone")
+    if all_cut:
+        s.add(
+            3,
+            f"every mesh link to and from {c} failed ({len(cut)})",
+            min(mv.cut_at[k] for k in cut),
+        )
+    elif cut:
+        reached = sorted({p for k in links if k not in mv.cut for p in k if p != c})
+        s.add(
+            -2,
+            f"only {len(cut)} of {c}'s {len(links)} mesh links failed: it still reached"
+            f" {_names(reached)}",
+        )
+    among = sorted(k for k in mv.cut if c not in k)
+    if among:
+        s.add(
+            -2,
+            f"links among the others failed too ({among[0][0]}->{among[0][1]})",
+            mv.cut_at[among[0]],
+        )
+    _explains(s, f, {c, *mv.mesh} | f.dependents[c], ANY, f"nothing violated at {c} or its group")
+    return s
+
+
+def _split_candidates(mv: MeshView) -> list[RootCause]:
+    """The splits the evidence draws: the groups the links still join; those that kept
+    quorum against those that lost it; and, with no link report yet and nobody able to
+    commit, every member alone. Two groups with a single member are an isolation,
+    weighed by :func:`_isolation`."""
+    if mv.silent() or len(mv.answering()) < len(mv.mesh):
+        return []  # a silent member is a crash or pause; a split leaves everyone answering
+    candidates = []
+    groups = mv.groups()
+    if len(groups) >= 2:
+        candidates.append(split_cause(groups, mv.mesh))
+    lost, kept = mv.lost(), mv.kept()
+    if lost and kept and len(lost) + len(kept) == len(mv.mesh):
+        candidates.append(split_cause([kept, lost], mv.mesh))
+    if not mv.cut and len(lost) == len(mv.mesh):
+        candidates.append(split_cause([[n] for n in mv.mesh], mv.mesh))
+    out: list[RootCause] = []
+    for cause in candidates:
+        if cause.kind is FaultKind.SPLIT and not any(cause.matches(o) for o in out):
+            out.append(cause)
+    return out
+
+
+def _split(cause: RootCause, f: _Features, mv: MeshView) -> _Scorer:
+    s = _Scorer(cause)
+    groups = cause.groups
+    majority = [g for g in groups if len(g) >= mv.majority]
+    minority = [n for g in groups if len(g) < mv.majority for n in g]
+    lost, kept = set(mv.lost()), set(mv.kept())
+    if mv.says_quorum():
+        cut_off = [n for n in minority if n in lost]
+        held = [n for n in minority if n in kept]
+        if cut_off and not held:
+            at = min(t for n in cut_off if (t := mv.members[n].lost_at) is not None)
+            s.add(3, f"every member of the minority group(s) lost quorum ({_names(cut_off)})", at)
+        if held:
+            s.add(-2, f"{_names(held)} kept quorum, though in a group without a majority")
+        if majority:
+            group = majority[0]
+            if all(n in kept for n in group):
+                last = mv.last_leader()
+                under = f" under {last[0]}" if last is not None and last[0] in group else ""
+                s.add(2, f"the majority group ({_names(group)}) kept quorum{under}")
+            else:
+                s.add(-1, f"members of the majority group ({_names(group)}) lost quorum")
+        elif not kept:
+            s.add(2, "no group holds a majority, and no member could commit at the end")
+    if mv.cut:
+        across, within = mv.across(groups)
+        up_across = [k for k in across if k not in mv.cut]
+        if across and not up_across:
+            s.add(
+                3,
+                f"every link across the groups failed ({len(across)})",
+                min(mv.cut_at[k] for k in across),
+            )
+        elif up_across:
+            a, b = up_across[0]
+            s.add(-2, f"{len(up_across)} link(s) across the groups stayed up ({a}->{b})")
+        cut_within = [k for k in within if k in mv.cut]
+        if cut_within:
+            a, b = cut_within[0]
+            s.add(-2, f"links within a group failed ({a}->{b})", mv.cut_at[(a, b)])
+        elif within:
+            s.add(1, "the links within each group stayed up")
+    depends = {d for n in mv.mesh for d in f.dependents[n]}
+    _explains(s, f, set(mv.mesh) | depends, ANY, "nothing violated in the group")
+    return s

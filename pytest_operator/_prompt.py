@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_operator._causes import FaultKind
+from pytest_operator._consensus import mesh_of
 from pytest_operator._diagnosis import Case
 from pytest_operator._signals import ComponentSignals, Observation
 
@@ -55,7 +56,8 @@ The user message holds one JSON document between {FENCE_OPEN} and {FENCE_CLOSE}.
 Times are seconds since the first observation ("t"). It has:
 - "topology": components (kind service, datastore, coordinator or client) and
   links "a->b" (a calls b). Fault-injection machinery is never a component: a proxy
-  belongs to the link it sits on.
+  belongs to the link it sits on. "mesh", when present, lists the components that
+  call one another both ways: the members of a consensus group.
 - "components": per component, the signals over time.
   * "probe": runs [state, t_from, t_to] of the monitor's own probe: "up";
     "refused" (nothing listens: connection refused or reset at once); "timeout"
@@ -577,6 +579,7 @@ def summarize(case: Case, t0: float, lim: _Limits = _LEVELS[0]) -> JsonObject:
     for o in obs:
         for c in o.components:
             per_component.setdefault(c.component, []).append((o.at, c))
+    mesh = mesh_of(case.topology)
     violations = sorted(case.violations, key=lambda v: v.first_seen)
     if len(violations) > lim.violations:
         notes.append(f"{len(violations) - lim.violations} later violation(s) omitted")
@@ -587,6 +590,7 @@ def summarize(case: Case, t0: float, lim: _Limits = _LEVELS[0]) -> JsonObject:
                 {"name": c.name, "kind": c.kind.value} for c in case.topology.components
             ],
             "links": [lk.name.replace(" -> ", "->") for lk in case.topology.links],
+            **({"mesh": list(mesh)} if mesh else {}),
         },
         "components": {name: _component(seen, t0, lim) for name, seen in per_component.items()},
         "links": _links(obs, t0),
