@@ -14,43 +14,151 @@ Link faults act on the Toxiproxy proxy of the link ``a -> b`` (or ``b -> a`` whe
 that one exists): ``partition`` disables it (connections refused and reset), ``blackhole``
 swallows data both ways (``timeout`` toxic, timeout 0), ``latency``/``bandwidth`` slow
 what ``b`` sends back to ``a``, ``reset_peer`` resets connections both ways.
+
+A mesh (members on direct links, each on its own loopback host: see ``_cluster``) is cut
+with iptables DROP rules between hosts instead (``_netfilter``): ``partition(a, b)`` drops
+a -> b and b -> a (only a -> b with ``one_way=True``), ``isolate(c)`` cuts c from every
+peer both ways, ``split(*groups)`` drops every packet between groups (a member named in no
+group keeps every link), and ``split_minority()`` / ``split_no_quorum()`` build the groups
+at injection from the members' roles and the mesh. Each injection tags its rules, so its
+heal removes exactly the rules it added (a reset removes every drop). The monitor reaches
+members from 127.0.0.1, which no rule names: an isolated member still answers it.
+
+Faults are bound before they are injected: ``fault.bind(target)`` returns the concrete
+fault, with selectors (``leader()``, ``follower(i)``) resolved from the subject's
+observation, and the :class:`Injection` records that bound fault, so its ``root_causes``
+name real components. A fault that cannot run on a component raises
+:class:`ChaosUnsupported` (clock skew on a component whose spec has a ``clock_note``).
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
+import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
-from pytest_operator._causes import FaultKind, RootCause
+from pytest_operator._causes import FaultKind, RootCause, split_cause
 from pytest_operator._process import ManagedProcess
+from pytest_operator._selectors import (
+    SELECT_TIMEOUT_S,
+    Selector,
+    Who,
+    follower,
+    leader,
+    minority_groups,
+    name_of,
+    no_quorum_groups,
+    resolve,
+)
 from pytest_operator._toxiproxy import Stream, ToxicType, ToxiproxyClient, ToxiproxyError
+
+if TYPE_CHECKING:
+    from pytest_operator._netfilter import Netfilter
+    from pytest_operator._signals import Observation
+    from pytest_operator._topology import Topology
 
 log = logging.getLogger(__name__)
 
 _TOXIC_PREFIX = "chaos"
+_tokens = itertools.count(1)  # tags the rules of one injection of a network fault
 
 
 class ChaosTarget(Protocol):
-    """What a fault needs from a running cluster (EmbeddedCluster satisfies it)."""
+    """What a fault needs from a running cluster (EmbeddedCluster satisfies it; so does
+    :class:`Observed`, which adds the subject's observation for selectors)."""
 
     @property
     def toxiproxy(self) -> ToxiproxyClient: ...
+    @property
+    def netfilter(self) -> Netfilter: ...
     def proxy_name(self, source: str, target: str) -> str: ...
     def process(self, name: str) -> ManagedProcess: ...
     def set_clock_offset(self, name: str, seconds: float) -> None: ...
     def clock_file(self, name: str) -> Path: ...
+    def clock_note(self, name: str) -> str | None: ...
+    def topology(self) -> Topology: ...
+    def mesh(self) -> tuple[str, ...]: ...
+    def host(self, name: str) -> str: ...
+    async def observe(self) -> Observation: ...
     async def restart(self, name: str, *, wipe: bool = False) -> None: ...
     async def wait_ready(self, name: str, timeout: float | None = None) -> float: ...
 
 
+class Observed:
+    """A chaos target that observes the subject: ``Observed(cluster, session.observe)``.
+
+    The plugin's ``chaos`` fixture wraps the cluster so, in a test that uses the subject,
+    selectors such as ``leader()`` resolve from the subject session's observation.
+    Without ``observe`` it defers to the cluster's own (which explains what is missing).
+    """
+
+    def __init__(
+        self, target: ChaosTarget, observe: Callable[[], Awaitable[Observation]] | None
+    ) -> None:
+        self.target = target
+        self._observe = observe
+
+    def __repr__(self) -> str:
+        return f"Observed({self.target!r})"
+
+    async def observe(self) -> Observation:
+        if self._observe is None:
+            return await self.target.observe()
+        return await self._observe()
+
+    @property
+    def toxiproxy(self) -> ToxiproxyClient:
+        return self.target.toxiproxy
+
+    @property
+    def netfilter(self) -> Netfilter:
+        return self.target.netfilter
+
+    def proxy_name(self, source: str, target: str) -> str:
+        return self.target.proxy_name(source, target)
+
+    def process(self, name: str) -> ManagedProcess:
+        return self.target.process(name)
+
+    def set_clock_offset(self, name: str, seconds: float) -> None:
+        self.target.set_clock_offset(name, seconds)
+
+    def clock_file(self, name: str) -> Path:
+        return self.target.clock_file(name)
+
+    def clock_note(self, name: str) -> str | None:
+        return self.target.clock_note(name)
+
+    def topology(self) -> Topology:
+        return self.target.topology()
+
+    def mesh(self) -> tuple[str, ...]:
+        return self.target.mesh()
+
+    def host(self, name: str) -> str:
+        return self.target.host(name)
+
+    async def restart(self, name: str, *, wipe: bool = False) -> None:
+        await self.target.restart(name, wipe=wipe)
+
+    async def wait_ready(self, name: str, timeout: float | None = None) -> float:
+        return await self.target.wait_ready(name, timeout)
+
+
 class HealError(RuntimeError):
     """A fault could not be healed: the cluster may be left damaged."""
+
+
+class ChaosUnsupported(RuntimeError):
+    """This fault cannot be injected into this component or link (the message says why)."""
 
 
 @dataclass(slots=True)
@@ -99,6 +207,11 @@ class Fault(abc.ABC):
     def __str__(self) -> str:
         return self.describe()
 
+    async def bind(self, target: ChaosTarget) -> Fault:
+        """The concrete fault to inject into ``target``: selectors resolved, what cannot
+        run refused (:class:`ChaosUnsupported`). The default is the fault itself."""
+        return self
+
     @abc.abstractmethod
     async def _apply(self, target: ChaosTarget) -> None: ...
 
@@ -108,21 +221,23 @@ class Fault(abc.ABC):
 
     @contextlib.asynccontextmanager
     async def inject(self, target: ChaosTarget) -> AsyncIterator[Injection]:
-        """Inject on enter, heal on exit whatever happens (also after a partial inject)."""
-        injection = Injection(self, injected_at=time.time(), injected_mono=time.monotonic())
+        """Bind, inject on enter, heal on exit whatever happens (also after a partial
+        inject). The injection records the bound fault."""
+        bound = await self.bind(target)
+        injection = Injection(bound, injected_at=time.time(), injected_mono=time.monotonic())
         try:
-            await self._apply(target)
-            log.info("injected %s", self.describe())
+            await bound._apply(target)
+            log.info("injected %s", bound.describe())
             yield injection
         except BaseException as exc:
-            failure = await self._heal_recording(target, injection)
+            failure = await bound._heal_recording(target, injection)
             if failure is not None:
                 # Never mask the body's exception, never pass silently either.
                 log.error("%s", failure)
                 exc.add_note(failure)
             raise
         else:
-            failure = await self._heal_recording(target, injection)
+            failure = await bound._heal_recording(target, injection)
             if failure is not None:
                 raise HealError(failure) from injection.heal_error
 
@@ -143,7 +258,19 @@ class Fault(abc.ABC):
 # --- link faults ------------------------------------------------------------------------
 
 
+def _is_direct(target: ChaosTarget, a: str, b: str) -> bool:
+    """Whether a direct link (no proxy) joins ``a`` and ``b``, either way."""
+    return any(
+        lk.proxy is None and {lk.source, lk.target} == {a, b} for lk in target.topology().links
+    )
+
+
 def _resolve_proxy(target: ChaosTarget, a: str, b: str) -> str:
+    if _is_direct(target, a, b):
+        raise ChaosUnsupported(
+            f"the link between {a} and {b} is direct (no Toxiproxy proxy): it can be cut "
+            "(partition, isolate, split) but not slowed or reset"
+        )
     try:
         return target.proxy_name(a, b)
     except KeyError:
@@ -172,22 +299,205 @@ class _LinkFault(Fault):
         return f"{_TOXIC_PREFIX}-{type(self).__name__.lower()}-{stream}"
 
 
+async def _drop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: str) -> None:
+    """DROP packets from each pair's first component to its second (their hosts)."""
+    hosts = [(target.host(a), target.host(b)) for a, b in pairs]
+    netfilter = target.netfilter
+
+    def add() -> None:
+        for a, b in hosts:
+            netfilter.drop(a, b, tag)
+
+    await asyncio.to_thread(add)
+
+
+async def _undrop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: str) -> None:
+    """Remove exactly the rules ``_drop(pairs, tag)`` added (idempotent)."""
+    hosts = [(target.host(a), target.host(b)) for a, b in pairs]
+    netfilter = target.netfilter
+
+    def remove() -> None:
+        for a, b in hosts:
+            netfilter.undrop(a, b, tag)
+
+    await asyncio.to_thread(remove)
+
+
+def _both_ways(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [p for a, b in pairs for p in ((a, b), (b, a))]
+
+
+def _check_mesh(target: ChaosTarget, names: Iterable[str], fault: str) -> None:
+    mesh = target.mesh()
+    for name in names:
+        if name not in mesh:
+            members = ", ".join(mesh) or "none: this cluster has no direct links"
+            raise ChaosUnsupported(f"{fault}: {name} is not a mesh member (members: {members})")
+
+
 @dataclass(frozen=True, slots=True)
-class Partition(_LinkFault):
-    """The link's proxy is disabled: new connections refused, open ones closed."""
+class Partition(Fault):
+    """``a`` and ``b`` cannot reach each other. On a Toxiproxy link the proxy is disabled
+    (new connections refused, open ones closed). On a direct link, packets from ``a`` to
+    ``b`` are dropped, and from ``b`` to ``a`` unless ``one_way``."""
+
+    a: Who
+    b: Who
+    one_way: bool = False
+    token: int = field(default=0, compare=False, repr=False)
 
     @property
     def root_causes(self) -> tuple[RootCause, ...]:
-        return (RootCause(FaultKind.PARTITION, self.a, self.b),)
+        return (RootCause(FaultKind.PARTITION, str(self.a), str(self.b)),)
 
     def describe(self) -> str:
-        return f"partition({self.a} -> {self.b})"
+        way = ", one way" if self.one_way else ""
+        return f"partition({self.a} -> {self.b}{way})"
+
+    async def bind(self, target: ChaosTarget) -> Partition:
+        a, b = await resolve(self.a, target), await resolve(self.b, target)
+        if a == b:
+            raise ValueError(f"{self.describe()}: {a} cannot be partitioned from itself")
+        if not _is_direct(target, a, b):
+            _resolve_proxy(target, a, b)  # a KeyError naming the links when there is none
+            if self.one_way:
+                raise ChaosUnsupported(
+                    f"{self.describe()}: a one-way cut needs a direct link; {a} and {b} are "
+                    "joined through Toxiproxy, whose partition cuts both ways"
+                )
+        return dataclasses.replace(self, a=a, b=b, token=next(_tokens))
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        a, b = name_of(self.a), name_of(self.b)
+        return [(a, b)] if self.one_way else [(a, b), (b, a)]
 
     async def _apply(self, target: ChaosTarget) -> None:
-        await target.toxiproxy.disable(_resolve_proxy(target, self.a, self.b))
+        a, b = name_of(self.a), name_of(self.b)
+        if _is_direct(target, a, b):
+            await _drop(target, self._pairs(), f"partition-{self.token}")
+        else:
+            await target.toxiproxy.disable(_resolve_proxy(target, a, b))
 
     async def _heal(self, target: ChaosTarget) -> None:
-        await target.toxiproxy.enable(_resolve_proxy(target, self.a, self.b))
+        a, b = name_of(self.a), name_of(self.b)
+        if _is_direct(target, a, b):
+            await _undrop(target, self._pairs(), f"partition-{self.token}")
+        else:
+            await target.toxiproxy.enable(_resolve_proxy(target, a, b))
+
+
+@dataclass(frozen=True, slots=True)
+class Isolate(Fault):
+    """``component`` is cut from every mesh peer (its direct links), both ways; it still
+    runs and answers the monitor."""
+
+    component: Who
+    token: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def root_causes(self) -> tuple[RootCause, ...]:
+        return (RootCause(FaultKind.ISOLATION, str(self.component)),)
+
+    def describe(self) -> str:
+        return f"isolate({self.component})"
+
+    async def bind(self, target: ChaosTarget) -> Isolate:
+        name = await resolve(self.component, target)
+        _check_mesh(target, [name], f"isolate({name})")
+        return dataclasses.replace(self, component=name, token=next(_tokens))
+
+    def _pairs(self, target: ChaosTarget) -> list[tuple[str, str]]:
+        name = name_of(self.component)
+        return _both_ways((name, peer) for peer in target.topology().peers(name))
+
+    async def _apply(self, target: ChaosTarget) -> None:
+        await _drop(target, self._pairs(target), f"isolate-{self.token}")
+
+    async def _heal(self, target: ChaosTarget) -> None:
+        await _undrop(target, self._pairs(target), f"isolate-{self.token}")
+
+
+@dataclass(frozen=True, slots=True)
+class Split(Fault):
+    """The mesh split into ``groups``: every packet between two groups is dropped, both
+    ways (a member in no group keeps all its links). ``order`` (the spec order, set when
+    bound) makes the root cause canonical."""
+
+    groups: tuple[tuple[str, ...], ...]
+    order: tuple[str, ...] = field(default=(), compare=False)
+    token: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        split_cause(self.groups)  # a ValueError for fewer than two groups, overlaps...
+
+    @property
+    def root_causes(self) -> tuple[RootCause, ...]:
+        return (split_cause(self.groups, self.order),)
+
+    def describe(self) -> str:
+        return "split(" + " | ".join("+".join(g) for g in self.groups) + ")"
+
+    async def bind(self, target: ChaosTarget) -> Split:
+        _check_mesh(target, [m for g in self.groups for m in g], self.describe())
+        return dataclasses.replace(self, order=target.mesh(), token=next(_tokens))
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        pairs = []
+        for i, group in enumerate(self.groups):
+            for other in self.groups[i + 1 :]:
+                pairs += _both_ways((a, b) for a in group for b in other)
+        return pairs
+
+    async def _apply(self, target: ChaosTarget) -> None:
+        await _drop(target, self._pairs(), f"split-{self.token}")
+
+    async def _heal(self, target: ChaosTarget) -> None:
+        await _undrop(target, self._pairs(), f"split-{self.token}")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBuilder(Fault):
+    """A split whose groups are chosen at injection; binds to a concrete :class:`Split`."""
+
+    timeout: float = SELECT_TIMEOUT_S
+
+    async def _apply(self, target: ChaosTarget) -> None:
+        raise TypeError(f"{self.describe()} is injected through Fault.inject, which binds it")
+
+    async def _heal(self, target: ChaosTarget) -> None:
+        return None  # never applied itself: its bound Split is what gets healed
+
+
+@dataclass(frozen=True, slots=True)
+class SplitMinority(GroupBuilder):
+    """A minority of followers (``(n - 1) // 2``, at least one) cut from the rest, the
+    leader staying in the majority; with three members, one follower's isolation."""
+
+    @property
+    def root_causes(self) -> tuple[RootCause, ...]:
+        return (RootCause(FaultKind.SPLIT, "minority()"),)
+
+    def describe(self) -> str:
+        return "split_minority()"
+
+    async def bind(self, target: ChaosTarget) -> Split:
+        minority, majority = await minority_groups(target, self.timeout)
+        return await Split((minority, majority)).bind(target)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitNoQuorum(GroupBuilder):
+    """Groups none of which holds a majority (3 -> 1|1|1, 5 -> 2|2|1): nobody can commit."""
+
+    @property
+    def root_causes(self) -> tuple[RootCause, ...]:
+        return (RootCause(FaultKind.SPLIT, "no_quorum()"),)
+
+    def describe(self) -> str:
+        return "split_no_quorum()"
+
+    async def bind(self, target: ChaosTarget) -> Split:
+        return await Split(no_quorum_groups(target.mesh())).bind(target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,68 +613,79 @@ class Bandwidth(_ToxicFault):
 class Kill(Fault):
     """SIGKILL the component's process group; healed by starting it again."""
 
-    component: str
+    component: Who
 
     @property
     def root_causes(self) -> tuple[RootCause, ...]:
-        return (RootCause(FaultKind.CRASH, self.component),)
+        return (RootCause(FaultKind.CRASH, str(self.component)),)
 
     def describe(self) -> str:
         return f"kill({self.component})"
 
+    async def bind(self, target: ChaosTarget) -> Self:
+        return dataclasses.replace(self, component=await resolve(self.component, target))
+
     async def _apply(self, target: ChaosTarget) -> None:
-        await target.process(self.component).kill()
+        await target.process(name_of(self.component)).kill()
 
     async def _heal(self, target: ChaosTarget) -> None:
-        proc = target.process(self.component)
+        name = name_of(self.component)
+        proc = target.process(name)
         if not proc.alive:
             await proc.start()
         proc.resume()
-        await target.wait_ready(self.component)
+        await target.wait_ready(name)
 
 
 @dataclass(frozen=True, slots=True)
 class Pause(Fault):
     """SIGSTOP the component's process group; healed by SIGCONT."""
 
-    component: str
+    component: Who
 
     @property
     def root_causes(self) -> tuple[RootCause, ...]:
-        return (RootCause(FaultKind.PAUSE, self.component),)
+        return (RootCause(FaultKind.PAUSE, str(self.component)),)
 
     def describe(self) -> str:
         return f"pause({self.component})"
 
+    async def bind(self, target: ChaosTarget) -> Self:
+        return dataclasses.replace(self, component=await resolve(self.component, target))
+
     async def _apply(self, target: ChaosTarget) -> None:
-        target.process(self.component).pause()
+        target.process(name_of(self.component)).pause()
 
     async def _heal(self, target: ChaosTarget) -> None:
-        target.process(self.component).resume()
+        target.process(name_of(self.component)).resume()
 
 
 @dataclass(frozen=True, slots=True)
 class RestartWithDataLoss(Fault):
     """Stop the component, empty its data directory, start it again (on enter)."""
 
-    component: str
+    component: Who
 
     @property
     def root_causes(self) -> tuple[RootCause, ...]:
-        return (RootCause(FaultKind.DATA_LOSS, self.component),)
+        return (RootCause(FaultKind.DATA_LOSS, str(self.component)),)
 
     def describe(self) -> str:
         return f"restart_with_data_loss({self.component})"
 
+    async def bind(self, target: ChaosTarget) -> Self:
+        return dataclasses.replace(self, component=await resolve(self.component, target))
+
     async def _apply(self, target: ChaosTarget) -> None:
-        await target.restart(self.component, wipe=True)
+        await target.restart(name_of(self.component), wipe=True)
 
     async def _heal(self, target: ChaosTarget) -> None:
         # The data is gone for good; healing makes sure the component runs again.
-        proc = target.process(self.component)
+        name = name_of(self.component)
+        proc = target.process(name)
         if not proc.alive:
             await proc.start()
-            await target.wait_ready(self.component)
+            await target.wait_ready(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +706,12 @@ class ClockSkew(Fault):
 
     def describe(self) -> str:
         return f"clock_skew({self.component}, {self.seconds:+g} s)"
+
+    async def bind(self, target: ChaosTarget) -> ClockSkew:
+        note = target.clock_note(self.component)
+        if note is not None:
+            raise ChaosUnsupported(note)
+        return self
 
     async def _apply(self, target: ChaosTarget) -> None:
         target.set_clock_offset(self.component, self.seconds)
@@ -413,6 +740,9 @@ class Compose(Fault):
     def describe(self) -> str:
         return "compose(" + ", ".join(f.describe() for f in self.faults) + ")"
 
+    async def bind(self, target: ChaosTarget) -> Compose:
+        return Compose(tuple([await f.bind(target) for f in self.faults]))
+
     async def _apply(self, target: ChaosTarget) -> None:
         applied: list[Fault] = []
         try:
@@ -439,8 +769,37 @@ class Compose(Fault):
 # --- constructors -----------------------------------------------------------------------
 
 
-def partition(a: str, b: str) -> Partition:
-    return Partition(a, b)
+def partition(a: Who, b: Who, *, one_way: bool = False) -> Partition:
+    """Cut ``a`` from ``b``: through Toxiproxy on a proxied link; on a direct link with
+    iptables, both ways unless ``one_way`` (then only packets from a to b)."""
+    return Partition(a, b, one_way)
+
+
+def isolate(component: Who) -> Isolate:
+    """Cut ``component`` from every mesh peer, both ways."""
+    return Isolate(component)
+
+
+def split(*groups: Sequence[str] | GroupBuilder) -> Split | GroupBuilder:
+    """Split the mesh into ``groups`` (two or more sequences of member names), or into the
+    groups a builder chooses at injection: ``split(split_minority())``."""
+    if len(groups) == 1 and isinstance(groups[0], GroupBuilder):
+        return groups[0]
+    if any(isinstance(g, GroupBuilder) for g in groups):
+        raise ValueError("split takes either groups of names or one group builder")
+    if any(isinstance(g, str) for g in groups):
+        raise ValueError(f"split takes groups (sequences of names), got {list(groups)}")
+    return Split(tuple(tuple(g) for g in groups if not isinstance(g, GroupBuilder)))
+
+
+def split_minority(*, timeout: float = SELECT_TIMEOUT_S) -> SplitMinority:
+    """A minority of followers cut from the leader's majority, chosen at injection."""
+    return SplitMinority(timeout)
+
+
+def split_no_quorum() -> SplitNoQuorum:
+    """The mesh cut into groups none of which holds a majority."""
+    return SplitNoQuorum()
 
 
 def blackhole(a: str, b: str) -> Blackhole:
@@ -459,15 +818,15 @@ def reset_peer(a: str, b: str, timeout_ms: int = 0) -> ResetPeer:
     return ResetPeer(a, b, timeout_ms=timeout_ms)
 
 
-def kill(component: str) -> Kill:
+def kill(component: Who) -> Kill:
     return Kill(component)
 
 
-def pause(component: str) -> Pause:
+def pause(component: Who) -> Pause:
     return Pause(component)
 
 
-def restart_with_data_loss(component: str) -> RestartWithDataLoss:
+def restart_with_data_loss(component: Who) -> RestartWithDataLoss:
     return RestartWithDataLoss(component)
 
 
@@ -488,8 +847,26 @@ class Chaos:
     def inject(self, fault: Fault) -> contextlib.AbstractAsyncContextManager[Injection]:
         return fault.inject(self.target)
 
-    def partition(self, a: str, b: str) -> contextlib.AbstractAsyncContextManager[Injection]:
-        return self.inject(partition(a, b))
+    def partition(
+        self, a: Who, b: Who, *, one_way: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(partition(a, b, one_way=one_way))
+
+    def isolate(self, component: Who) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(isolate(component))
+
+    def split(
+        self, *groups: Sequence[str] | GroupBuilder
+    ) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(split(*groups))
+
+    def split_minority(
+        self, *, timeout: float = SELECT_TIMEOUT_S
+    ) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(split_minority(timeout=timeout))
+
+    def split_no_quorum(self) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(split_no_quorum())
 
     def blackhole(self, a: str, b: str) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(blackhole(a, b))
@@ -509,14 +886,14 @@ class Chaos:
     ) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(reset_peer(a, b, timeout_ms))
 
-    def kill(self, component: str) -> contextlib.AbstractAsyncContextManager[Injection]:
+    def kill(self, component: Who) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(kill(component))
 
-    def pause(self, component: str) -> contextlib.AbstractAsyncContextManager[Injection]:
+    def pause(self, component: Who) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(pause(component))
 
     def restart_with_data_loss(
-        self, component: str
+        self, component: Who
     ) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(restart_with_data_loss(component))
 
@@ -527,3 +904,37 @@ class Chaos:
 
     def compose(self, *faults: Fault) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(compose(*faults))
+
+
+__all__ = [
+    "Chaos",
+    "ChaosTarget",
+    "ChaosUnsupported",
+    "Fault",
+    "GroupBuilder",
+    "HealError",
+    "Injection",
+    "Isolate",
+    "Observed",
+    "Partition",
+    "Selector",
+    "Split",
+    "SplitMinority",
+    "SplitNoQuorum",
+    "bandwidth",
+    "blackhole",
+    "clock_skew",
+    "compose",
+    "follower",
+    "isolate",
+    "kill",
+    "latency",
+    "leader",
+    "partition",
+    "pause",
+    "reset_peer",
+    "restart_with_data_loss",
+    "split",
+    "split_minority",
+    "split_no_quorum",
+]

@@ -184,10 +184,18 @@ def injections() -> InjectionLog:
 
 
 @pytest.fixture
-def chaos(cluster: EmbeddedCluster, injections: InjectionLog) -> RecordingChaos:
-    from pytest_operator._chaos import Chaos
+def chaos(
+    request: pytest.FixtureRequest, cluster: EmbeddedCluster, injections: InjectionLog
+) -> RecordingChaos:
+    """The imperative chaos facade. In a test that uses the subject, selectors such as
+    ``leader()`` resolve from the subject session's observation."""
+    from pytest_operator._chaos import Chaos, Observed
 
-    return RecordingChaos(Chaos(cluster), injections)
+    observe = None
+    if "subject" in request.fixturenames:
+        session: SubjectSession = request.getfixturevalue("subject")
+        observe = session.observe
+    return RecordingChaos(Chaos(Observed(cluster, observe)), injections)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

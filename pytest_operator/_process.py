@@ -11,6 +11,9 @@ at or after the recorded start time.
 The last-resort kill (:func:`kill_now_all`, for an interrupted stop and the atexit hook)
 ignores Ctrl-C while it runs, so pressing it again and again cannot leave a group alive.
 
+A process may run as its own numeric uid (``user``; gid the same, no supplementary
+groups), as the members of a mesh do so that iptables can tell their packets apart.
+
 The API is asyncio-friendly: starting is a fork/exec, waiting polls ``Popen.poll()``
 between short sleeps, so nothing blocks the event loop for long and no child watcher
 ties a process to one event loop.

@@ -38,7 +38,7 @@ def member_names(n: int) -> list[str]:
     return [f"m-{i}" for i in range(1, n + 1)]
 
 
-def member(name: str, names: Sequence[str]) -> ComponentSpec:
+def member(name: str, names: Sequence[str], clock_note: str | None = None) -> ComponentSpec:
     def command(a: Addresses) -> list[str]:
         peers = [f"{p}={a.address(p, 'peer')}" for p in names if p != name]
         return [
@@ -52,14 +52,19 @@ def member(name: str, names: Sequence[str]) -> ComponentSpec:
         ]
 
     return ComponentSpec(
-        name, ComponentKind.DATASTORE, command, ready=HttpReady("/"), ports=("peer",)
+        name,
+        ComponentKind.DATASTORE,
+        command,
+        ready=HttpReady("/"),
+        ports=("peer",),
+        clock_note=clock_note,
     )
 
 
-def mesh_spec(n: int = 3, *extra: ComponentSpec) -> ClusterSpec:
+def mesh_spec(n: int = 3, *extra: ComponentSpec, clock_note: str | None = None) -> ClusterSpec:
     names = member_names(n)
     return ClusterSpec(
-        components=(*(member(m, names) for m in names), *extra),
+        components=(*(member(m, names, clock_note) for m in names), *extra),
         links=(*mesh_links(names), *(LinkSpec(CLIENT, m) for m in names)),
     )
 
