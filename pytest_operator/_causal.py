@@ -277,7 +277,7 @@ class CausalEngine:
             scorers += self._link(
                 link.source, link.target, f, mv, caller_is_client=link.source in clients
             )
-        scorers += _consensus(f, mv)
+        scorers += _group_hypotheses(f, mv)
         scorers += self._traffic(f, case, mv)
         ranked: list[_Scorer] = []
         for s in sorted(
@@ -421,7 +421,8 @@ class CausalEngine:
                 part.add(1, f"{b} answered the monitor all along")
             others = [k for k in f.links if k[1] == b and k[0] != a]
             if others and all(not f.links[k].down for k in others):
-                part.add(1, f"every other link into {b} stayed up")
+                if not mesh_link or mv.settled():  # a peer's report of a cut can lag it
+                    part.add(1, f"every other link into {b} stayed up")
             if ca is not None and ca.divergences:
                 part.add(1, f"{a}'s view of shared state drifted from {b}'s", ca.divergence_at)
             behind = [k for k in f.links if k[0] == b and k[1] != a and f.links[k].down]
@@ -557,7 +558,7 @@ def _mesh_pair(part: _Scorer, a: str, b: str, mv: MeshView) -> None:
             f"{len(others)} other mesh pair(s) were cut too ({_names(pairs, 3)}): more than"
             " one link",
         )
-    elif (a, b) in mv.cut and len(mv.reported) > 2:
+    elif (a, b) in mv.cut and len(mv.reported) > 2 and mv.settled():
         part.add(2, f"every other mesh link stayed up: only {a} and {b} were cut apart")
 
 
@@ -582,7 +583,7 @@ def _behind_member(part: _Scorer, lf: _Link, b: str, mv: MeshView) -> None:
         )
 
 
-def _consensus(f: _Features, mv: MeshView) -> list[_Scorer]:
+def _group_hypotheses(f: _Features, mv: MeshView) -> list[_Scorer]:
     """Isolation of each member, and splits of the mesh into the groups the evidence draws."""
     if len(mv.mesh) < 3:
         return []
@@ -613,7 +614,13 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
     answering = [n for n in others if n in mv.answering()]
     lost_too = [n for n in answering if mv.members[n].lost_at is not None]
     kept = [n for n in answering if mv.members[n].final_quorum is True]
-    if lost_too:
+    if lost_too and not kept:
+        s.add(
+            -4,
+            f"none of the others could commit either ({_names(lost_too)}), though they"
+            " would form a majority: more than one member was cut off",
+        )
+    elif lost_too:
         s.add(-2, f"{_names(lost_too)} lost quorum too: more than {c} was cut off")
     elif len(kept) >= mv.majority:
         last = mv.last_leader()
@@ -637,7 +644,11 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
     own = m.last_term
     theirs = [t for n in answering if (t := mv.members[n].last_term) is not None]
     if own is not None and theirs and own > max(theirs) and m.lost_at is not None:
-        s.add(1, f"{c}'s term rose to {own}, past the others' {max(theirs)}: it campaigns alone")
+        s.add(
+            2,
+            f"{c}'s term rose to {own}, past the others' {max(theirs)}: its campaigns"
+            " reach none of them",
+        )
     if all_cut:
         s.add(
             3,
@@ -646,11 +657,18 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
         )
     elif cut:
         reached = sorted({p for k in links if k not in mv.cut for p in k if p != c})
-        s.add(
-            -2,
-            f"only {len(cut)} of {c}'s {len(links)} mesh links failed: it still reached"
-            f" {_names(reached)}",
-        )
+        if mv.settled():
+            s.add(
+                -2,
+                f"only {len(cut)} of {c}'s {len(links)} mesh links failed: it still"
+                f" reached {_names(reached)}",
+            )
+        else:
+            s.add(
+                0,
+                f"its links to {_names(reached)} were still reported up (such reports"
+                " can lag a cut)",
+            )
     among = sorted(k for k in mv.cut if c not in k)
     if among:
         s.add(
@@ -664,9 +682,9 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
 
 def _split_candidates(mv: MeshView) -> list[RootCause]:
     """The splits the evidence draws: the groups the links still join; those that kept
-    quorum against those that lost it; and, with no link report yet and nobody able to
-    commit, every member alone. Two groups with a single member are an isolation,
-    weighed by :func:`_isolation`."""
+    quorum against those that lost it; and, when nobody can commit, every member alone
+    (the links may tell better groups once their reports catch up). Two groups with a
+    single member are an isolation, weighed by :func:`_isolation`."""
     if mv.silent() or len(mv.answering()) < len(mv.mesh):
         return []  # a silent member is a crash or pause; a split leaves everyone answering
     candidates = []
@@ -676,7 +694,7 @@ def _split_candidates(mv: MeshView) -> list[RootCause]:
     lost, kept = mv.lost(), mv.kept()
     if lost and kept and len(lost) + len(kept) == len(mv.mesh):
         candidates.append(split_cause([kept, lost], mv.mesh))
-    if not mv.cut and len(lost) == len(mv.mesh):
+    if len(lost) == len(mv.mesh):
         candidates.append(split_cause([[n] for n in mv.mesh], mv.mesh))
     out: list[RootCause] = []
     for cause in candidates:
@@ -718,14 +736,14 @@ def _split(cause: RootCause, f: _Features, mv: MeshView) -> _Scorer:
                 f"every link across the groups failed ({len(across)})",
                 min(mv.cut_at[k] for k in across),
             )
-        elif up_across:
+        elif up_across and mv.settled():
             a, b = up_across[0]
             s.add(-2, f"{len(up_across)} link(s) across the groups stayed up ({a}->{b})")
         cut_within = [k for k in within if k in mv.cut]
         if cut_within:
             a, b = cut_within[0]
             s.add(-2, f"links within a group failed ({a}->{b})", mv.cut_at[(a, b)])
-        elif within:
+        elif within and mv.settled():
             s.add(1, "the links within each group stayed up")
     depends = {d for n in mv.mesh for d in f.dependents[n]}
     _explains(s, f, set(mv.mesh) | depends, ANY, "nothing violated in the group")

@@ -34,6 +34,11 @@ from pytest_operator._topology import ComponentKind, Topology
 
 SILENT_PROBES = 2
 """Probe failures from which a member counts as silent (one may be a loaded machine's blip)."""
+LINK_REPORT_LAG_S = 6.0
+"""How long a member's report that its link to a peer is up may lag a cut. A member sees
+a silent peer at once only when the two talk all the time (a leader and its followers);
+otherwise it notices when its peer stream times out (commonly 5 s). A link reported up
+less than this after the group's trouble began proves nothing."""
 
 
 def mesh_of(topology: Topology) -> tuple[str, ...]:
@@ -169,6 +174,14 @@ class MeshView:
         self.cut = {k for k, v in down.items() if v[-1] or sum(v) >= 2}
         """Mesh links down in their latest report, or in two reports or more."""
         self.cut_at = {k: first_down[k] for k in self.cut}
+        self.end = max((o.at for o in case.observations), default=0.0)
+        symptoms = [
+            *self.cut_at.values(),
+            *(m.silent[0] for m in self.members.values() if m.silent),
+            *(t for m in self.members.values() if (t := m.ever_lost_at) is not None),
+        ]
+        self.trouble_at = min(symptoms) if symptoms else None
+        """The first sign of trouble in the group (a cut, a silence, a loss of quorum)."""
 
     # --- members ---------------------------------------------------------------
 
@@ -270,6 +283,11 @@ class MeshView:
     def links_of(self, name: str) -> list[tuple[str, str]]:
         """Reported mesh links to and from ``name``."""
         return sorted(k for k in self.reported if name in k)
+
+    def settled(self) -> bool:
+        """The window ran long enough after the first trouble for every cut link to have
+        been reported down: a link still reported up is up."""
+        return self.trouble_at is not None and self.end - self.trouble_at >= LINK_REPORT_LAG_S
 
     def pairs_cut(self) -> set[frozenset[str]]:
         return {frozenset(k) for k in self.cut}

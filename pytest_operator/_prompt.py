@@ -100,6 +100,8 @@ Times are seconds since the first observation ("t"). It has:
   b both answer the monitor and b's other links stay fine. a may fall back to a
   degraded mode; a's view of shared state then drifts from b's (divergences), and
   safety can break because a decides alone. Name the link with component=a, peer=b.
+  Between two consensus members a partition cuts that one pair, usually both ways,
+  while every other link of theirs stays up (once the link reports have caught up).
 - isolation(c): c is cut from every peer of its mesh, both ways, but still runs: it
   answers the monitor (unlike crash or pause), every mesh link to and from c goes
   down while the links among the others stay up, c loses quorum (a leader steps

@@ -1,15 +1,18 @@
-"""The causal engine on consensus groups: crash, pause, isolation, splits and a pair cut.
+"""Synthetic timelines of a Raft group under one fault, for the causal engine's tests.
 
-The cases are synthetic, built by :class:`Raft` below from what a real Raft cluster
+The cases are built by :class:`Raft` below from what a real Raft cluster
 shows (etcd 3.4 without pre-vote, election timeout ~1 s): after its leader stops, a
 follower keeps the old leader's id for an election timeout, then a new term starts
 and a new leader appears among the members that still form a majority; an isolated
 leader steps down after an election timeout (CheckQuorum) and then sees no leader
 while its term keeps rising; a member cut off from the majority sees no leader and
-campaigns alone, raising its term each timeout; a killed member refuses the probe,
-a paused one times out; the peers of a killed member see their links to it fail at
-once (connection refused), but every other cut shows in the link reports only after
-``link_lag`` (5 s by default: the peer streams' read timeout).
+campaigns alone, raising its term each timeout, and with CheckQuorum the members that
+still hear their leader ignore its vote requests (the leader's lease), so their term
+stays; a killed member refuses the probe, a paused one times out. Link reports: the
+peers of a killed member see their links to it fail at once (connection refused); the
+leader and a follower, which talk every heartbeat, see each other fall silent within
+0.8 s; any other cut shows only after ``link_lag`` (5 s by default: the peer streams'
+read timeout).
 
 The monitor starts just after the fault (as the ``chaos`` marker injects before the
 test body), polls every 0.25 s, and stops ``settle`` s after the first violation is
@@ -42,6 +45,8 @@ ELECTION = 1.0
 VOTE = 0.3
 """How long an election takes once a majority can vote."""
 GRACE = 0.5
+FAST = 0.8
+"""How soon the leader and a follower notice each other's silence (8 heartbeats)."""
 
 
 def names(n: int) -> tuple[str, ...]:
@@ -85,6 +90,9 @@ class Raft:
     says it leads (and, by its own word, has quorum)."""
     mesh_links: bool = True
     """Members report their links to one another."""
+    fast_links: bool = True
+    """A link between the leader and a follower is seen down within ``FAST`` s (they talk
+    every heartbeat, so silence shows); any other only at ``link_lag``."""
     report_quorum: bool = True
     """Members say whether they can commit (else only role, term and leader)."""
     blip: str | None = None
@@ -169,31 +177,35 @@ class Raft:
         return State(role=Role.CANDIDATE, term=5 + int(e / ELECTION))
 
     def _churn(self, m: str, e: float) -> State:
-        """A pair a, b cut apart, the rest joined to both: without pre-vote, whichever of
-        the pair hears no leader campaigns at a higher term and wins with the others'
-        votes; the other then hears no leader, and so on, an election timeout apart."""
-        a, b = self.target
-        if self.leader not in (a, b) or e < ELECTION:
-            return State(
-                role=Role.LEADER if m == self.leader else Role.FOLLOWER, term=5, leader=self.leader
-            )
-        rounds = int((e - ELECTION) / (ELECTION + VOTE))
-        current = (b if self.leader == a else a) if rounds % 2 == 0 else self.leader
-        term = 6 + rounds
-        if m == current:
-            return State(role=Role.LEADER, term=term, leader=m)
-        if m in (a, b):  # the other end of the cut: no heartbeat reaches it
-            return State(role=Role.FOLLOWER, term=term, leader=None)
-        return State(role=Role.FOLLOWER, term=term, leader=current)
+        """A pair cut apart, the rest joined to both. With CheckQuorum a follower that hears
+        its leader ignores a vote request (the leader's lease), so when the pair holds the
+        leader, its other end campaigns alone, its term rising each election timeout,
+        while everyone else keeps the leader and the term; two followers cut apart change
+        nothing at all."""
+        healthy = State(
+            role=Role.LEADER if m == self.leader else Role.FOLLOWER, term=5, leader=self.leader
+        )
+        if self.leader not in self.target or m not in self.target or m == self.leader:
+            return healthy
+        if e < ELECTION:
+            return healthy
+        return State(role=Role.CANDIDATE, term=5 + int(e / ELECTION))
+
+    def talk(self, a: str, b: str) -> bool:
+        """a and b exchange messages all the time (the leader and a follower): each sees
+        the other fall silent within ``FAST`` s, not at the stream timeout."""
+        return self.fast_links and self.leader in (a, b)
 
     def link_down(self, a: str, b: str, e: float) -> bool:
+        """a's report on its link to b, ``e`` s after the fault."""
         if e < 0:
             return False
         if self.fault == "crash" and b in self.target:
             return True  # connection refused at once
-        if self.fault == "pause" and b in self.target:
-            return e >= self.link_lag
-        return self.cut(a, b) and e >= self.link_lag
+        silent = self.fault == "pause" and b in self.target
+        if not (silent or self.cut(a, b)):
+            return False
+        return e >= (FAST if self.talk(a, b) else self.link_lag)
 
     def can_write(self, m: str, s: State, states: dict[str, State], e: float) -> bool:
         """A write through ``m`` commits: m answers, and the leader it forwards to answers,
@@ -294,12 +306,8 @@ class Raft:
 
 
 def variant(raft: Raft, **changes: object) -> Raft:
-    fields = {
-        "n": raft.n,
-        "fault": raft.fault,
-        "target": raft.target,
-        "groups": raft.groups,
-        "until": raft.until,
-        **changes,
-    }
-    return Raft(**fields)  # type: ignore[arg-type]
+    """``raft`` with some fields changed; a run is never made shorter than it was."""
+    settle = changes.get("settle")
+    if isinstance(settle, float | int):
+        changes["settle"] = max(float(settle), raft.settle)
+    return dataclasses.replace(raft, **changes)  # type: ignore[arg-type]

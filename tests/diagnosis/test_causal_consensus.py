@@ -7,7 +7,7 @@ import pytest
 
 from pytest_operator._causal import CausalEngine
 from pytest_operator._causes import FaultKind, RootCause, split_cause
-from pytest_operator._consensus import MeshView, has_quorum, mesh_of
+from pytest_operator._consensus import LINK_REPORT_LAG_S, MeshView, has_quorum, mesh_of
 from pytest_operator._diagnosis import Case, Diagnosis
 from pytest_operator._invariants import Category, Violation
 from pytest_operator._serde import case_from_json, case_to_json
@@ -29,6 +29,8 @@ def assert_first(case: Case, expected: RootCause) -> Diagnosis:
     return d
 
 
+LONG = LINK_REPORT_LAG_S + 1.0
+"""Seconds a run goes on after its first violation when the links must tell."""
 C, P, ISO, S = FaultKind.CRASH, FaultKind.PAUSE, FaultKind.ISOLATION, FaultKind.SPLIT
 SCENARIOS: dict[str, tuple[Raft, RootCause]] = {}
 for n in (3, 5):
@@ -40,12 +42,14 @@ for n in (3, 5):
         f"{n}-pause-follower": (Raft(n, "pause", (last,)), RootCause(P, last)),
         f"{n}-isolate-leader": (Raft(n, "isolate", ("db-1",)), RootCause(ISO, "db-1")),
         f"{n}-isolate-follower": (Raft(n, "isolate", (last,)), RootCause(ISO, last)),
+        # a pair cut looks like its follower's isolation until every other link has had
+        # the time to be reported down: these runs watch that long
         f"{n}-cut-pair-with-leader": (
-            Raft(n, "cut", ("db-1", "db-2"), until="peer_link_down"),
+            Raft(n, "cut", ("db-1", "db-2"), until="peer_link_down", settle=LONG),
             RootCause(FaultKind.PARTITION, "db-1", "db-2"),
         ),
         f"{n}-cut-pair-of-followers": (
-            Raft(n, "cut", ("db-2", last), until="peer_link_down"),
+            Raft(n, "cut", ("db-2", last), until="peer_link_down", settle=LONG),
             RootCause(FaultKind.PARTITION, "db-2", last),
         ),
     }
@@ -57,14 +61,9 @@ SCENARIOS |= {
         RootCause(S, "db-1|db-2|db-3"),
     ),
     # five members in 2|2|1: only the link reports (which lag) tell the groups apart,
-    # so the run watches until a mesh link is reported down
+    # so the run watches until they have caught up
     "5-split-no-quorum": (
-        Raft(
-            5,
-            "split",
-            groups=(("db-1", "db-2"), ("db-3", "db-4"), ("db-5",)),
-            until="peer_link_down",
-        ),
+        Raft(5, "split", groups=(("db-1", "db-2"), ("db-3", "db-4"), ("db-5",)), settle=LONG),
         RootCause(S, "db-1+db-2|db-3+db-4|db-5"),
     ),
 }
@@ -98,6 +97,7 @@ def test_the_injected_cause_ranks_first_once_the_link_reports_caught_up(name: st
 
 VARIANTS: dict[str, dict[str, object]] = {
     "late-step-down": {"step_down": 2.0},
+    "slow-link-reports": {"fast_links": False},
     "no-quorum-field": {"report_quorum": False},
     "probe-blip-on-db-2": {"blip": "db-2"},
     "slow-settle": {"settle": 2.5},
@@ -108,8 +108,8 @@ VARIANTS: dict[str, dict[str, object]] = {
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_the_injected_cause_ranks_first_in_variants(name: str, which: str) -> None:
     """A leader cut off that steps down only after two election timeouts (after the run
-    ended), members that do not say whether they can commit, a probe lost to load, a
-    longer run."""
+    ended), every link report as slow as a stream timeout, members that do not say
+    whether they can commit, a probe lost to load, a longer run."""
     raft, expected = SCENARIOS[name]
     assert_first(variant(raft, **VARIANTS[which]).case(), expected)
 
@@ -147,7 +147,23 @@ def test_isolated_leader_evidence_names_the_step_down_and_the_new_leader() -> No
     assert "db-1 lost quorum (no leader, or cannot commit) while it answered the monitor" in texts
     assert "the others kept quorum under db-2" in texts
     assert "db-1 led; the others elected db-2" in texts
-    assert not any("mesh link" in t for t in texts)  # the link reports had not caught up
+    # the leader and its followers talk every heartbeat: their links show the cut at once
+    assert "every mesh link to and from db-1 failed (4)" in texts
+
+
+def test_an_isolated_follower_is_found_before_its_links_to_the_others_are_reported() -> None:
+    """Only its links to the leader are down yet (the other followers' links to it are still
+    reported up): its lone campaign, its term past everyone's, tells it is cut off."""
+    case = Raft(5, "isolate", ("db-5",)).case()
+    mv = MeshView(case)
+    assert mv.cut == {("db-1", "db-5"), ("db-5", "db-1")} and not mv.settled()
+    d = assert_first(case, RootCause(ISO, "db-5"))
+    assert d.top is not None
+    texts = [e.text for e in d.top.evidence_for]
+    assert any(t.startswith("db-5's term rose to") for t in texts), texts
+    assert [e.text for e in d.top.evidence_against] == [
+        "its links to db-2, db-3, db-4 were still reported up (such reports can lag a cut)"
+    ]
 
 
 def test_an_isolated_leader_that_has_not_stepped_down_yet_is_still_found() -> None:
@@ -181,10 +197,9 @@ def test_crashed_leader_is_credited_with_the_election() -> None:
 
 
 def test_a_pair_cut_is_one_partition_not_two() -> None:
-    d = assert_first(
-        Raft(3, "cut", ("db-1", "db-2"), until="peer_link_down").case(),
-        RootCause(FaultKind.PARTITION, "db-2", "db-1"),
-    )
+    case = Raft(3, "cut", ("db-1", "db-2"), until="peer_link_down", settle=LONG).case()
+    assert MeshView(case).settled()
+    d = assert_first(case, RootCause(FaultKind.PARTITION, "db-2", "db-1"))
     pair = [h for h in d.hypotheses if {h.cause.component, h.cause.peer} == {"db-1", "db-2"}]
     assert len(pair) == 1, "its two directions are one cause"
     assert d.top is not None
