@@ -299,6 +299,20 @@ class _LinkFault(Fault):
         return f"{_TOXIC_PREFIX}-{type(self).__name__.lower()}-{stream}"
 
 
+async def _in_thread(work: Callable[[], None]) -> None:
+    """Run blocking iptables calls in a thread, so the monitor keeps ticking meanwhile. When
+    cancelled (Ctrl-C), wait for the thread first: the heal that follows must not race a
+    half-done injection (the wait is bounded: every iptables call has a timeout)."""
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what propagates
+        raise
+
+
 async def _drop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: str) -> None:
     """DROP packets from each pair's first component to its second (their hosts)."""
     hosts = [(target.host(a), target.host(b)) for a, b in pairs]
@@ -308,7 +322,7 @@ async def _drop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: str)
         for a, b in hosts:
             netfilter.drop(a, b, tag)
 
-    await asyncio.to_thread(add)
+    await _in_thread(add)
 
 
 async def _undrop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: str) -> None:
@@ -320,7 +334,7 @@ async def _undrop(target: ChaosTarget, pairs: Iterable[tuple[str, str]], tag: st
         for a, b in hosts:
             netfilter.undrop(a, b, tag)
 
-    await asyncio.to_thread(remove)
+    await _in_thread(remove)
 
 
 def _both_ways(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

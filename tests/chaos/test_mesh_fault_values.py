@@ -3,7 +3,9 @@ pickling, and how roles in an observation pick a leader, followers and split gro
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+import time
 
 import pytest
 
@@ -15,6 +17,7 @@ from pytest_operator._chaos import (
     Split,
     SplitMinority,
     SplitNoQuorum,
+    _in_thread,
     isolate,
     kill,
     partition,
@@ -157,3 +160,19 @@ def test_without_a_mesh_the_members_are_those_reporting_a_role() -> None:
     )
     roles = Roles.of(obs, ())
     assert (roles.members, roles.leader, roles.followers) == (("a", "b"), "b", ("a",))
+
+
+async def test_a_cancelled_injection_waits_for_its_iptables_calls() -> None:
+    # Ctrl-C while rules are being added: the heal that follows must not race the adds
+    done: list[str] = []
+
+    def work() -> None:
+        time.sleep(0.3)
+        done.append("added")
+
+    task = asyncio.ensure_future(_in_thread(work))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert done == ["added"]
