@@ -496,7 +496,10 @@ class EmbeddedCluster:
         if mesh:
             self._check_reachable(run_dir.path)
             self._netfilter = Netfilter(self._net_slot())
-            self._netfilter.start({resolver.uids[n]: resolver.hosts[n] for n in mesh})
+            try:
+                self._netfilter.start({resolver.uids[n]: resolver.hosts[n] for n in mesh})
+            except NetfilterError as exc:
+                raise ClusterError(f"could not set up the mesh's iptables rules: {exc}") from exc
         elif iptables_missing() is None:
             # every start cleans up after dead runs, like the stale run directories
             try:
