@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pytest_operator._cassette import Cassette, request_key
-from pytest_operator._causes import FaultKind, RootCause
+from pytest_operator._causes import FaultKind, RootCause, split_cause
 from pytest_operator._diagnosis import (
     Case,
     Diagnosis,
@@ -221,11 +221,12 @@ def _items(value: object, what: str, notes: list[str]) -> list[Mapping[str, obje
 
 
 def _hypotheses(value: object, case: Case, t0: float, notes: list[str]) -> list[Hypothesis]:
-    names = {c.name for c in case.topology.components}
+    order = [c.name for c in case.topology.components]
+    names = set(order)
     links = {(lk.source, lk.target) for lk in case.topology.links}
     out: list[Hypothesis] = []
     for item in _items(value, "hypotheses", notes):
-        cause, why = _cause(item, names, links)
+        cause, why = _cause(item, names, links, order)
         if cause is None:
             notes.append(f"dropped hypothesis {_label(item)}: {why}")
             continue
@@ -261,7 +262,10 @@ def _label(item: Mapping[str, object]) -> str:
 
 
 def _cause(
-    item: Mapping[str, object], names: set[str], links: set[tuple[str, str]]
+    item: Mapping[str, object],
+    names: set[str],
+    links: set[tuple[str, str]],
+    order: Sequence[str] = (),
 ) -> tuple[RootCause | None, str]:
     kind, comp, peer = item.get("kind"), item.get("component"), item.get("peer")
     try:
@@ -269,6 +273,8 @@ def _cause(
     except ValueError:
         valid = ", ".join(k.value for k in FaultKind)
         return None, f"kind {kind!r} is not a fault kind ({valid})"
+    if fault is FaultKind.SPLIT:
+        return _split(item.get("groups"), names, order)
     if not isinstance(comp, str) or comp not in names:
         return None, f"component {comp!r} is not in the topology ({', '.join(sorted(names))})"
     if fault in LINK_KINDS:
@@ -278,6 +284,23 @@ def _cause(
             return None, f"there is no link between {comp} and {peer} in the topology"
         return RootCause(fault, comp, peer), ""
     return RootCause(fault, comp), ""
+
+
+def _split(groups: object, names: set[str], order: Sequence[str]) -> tuple[RootCause | None, str]:
+    """A split names its groups: lists of topology names, each name in one group."""
+    if not isinstance(groups, list) or len(groups) < 2:
+        return None, f"a split needs its groups (two or more lists of names), got {groups!r:.80}"
+    seen: list[str] = []
+    for group in groups:
+        if not isinstance(group, list) or not group:
+            return None, f"a split's group must be a non-empty list of names, got {group!r:.80}"
+        for name in group:
+            if not isinstance(name, str) or name not in names:
+                return None, f"split group member {name!r} is not in the topology"
+            if name in seen:
+                return None, f"{name} is in two groups of the split"
+            seen.append(name)
+    return split_cause(groups, order), ""
 
 
 def _evidence(value: object, t0: float) -> tuple[Evidence, ...]:

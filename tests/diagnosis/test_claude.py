@@ -412,3 +412,48 @@ def test_the_engine_modules_load_without_importing_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def _answer(hypotheses: list[dict[str, Any]]) -> dict[str, Any]:
+    data = payload("bad_output.json")
+    data["content"][0]["input"] = {
+        "summary": "the members cannot reach one another",
+        "hypotheses": hypotheses,
+        "recommendations": [],
+    }
+    return data
+
+
+async def test_a_split_is_read_with_its_groups() -> None:
+    case = case_from_json(
+        (Path(__file__).parent / "etcd-cases" / "3n-quorum_loss.json").read_text()
+    )
+
+    def split(groups: object, confidence: float) -> dict[str, Any]:
+        return {"kind": "split", "component": "etcd-1", "peer": None, "groups": groups,
+                "confidence": confidence, "evidence_for": [], "evidence_against": []}  # fmt: skip
+
+    api = Api(
+        httpx2.Response(
+            200,
+            json=_answer(
+                [
+                    split([["etcd-3"], ["etcd-1"], ["etcd-2"]], 0.8),
+                    split([["etcd-1", "etcd-2"], ["etcd-3"]], 0.3),
+                    split([["etcd-1"]], 0.2),
+                    split([["etcd-1"], ["etcd-9"]], 0.2),
+                    split([["etcd-1"], ["etcd-1", "etcd-2"]], 0.2),
+                ]
+            ),
+        )
+    )
+    d = await diagnose(api, case)
+    causes = [h.cause for h in d.hypotheses]
+    assert [str(c) for c in causes] == ["split(etcd-1|etcd-2|etcd-3)", "isolation(etcd-3)"]
+    assert causes[0].matches(RootCause(FaultKind.SPLIT, "etcd-2|etcd-1|etcd-3"))
+    assert [n for n in d.notes if n.startswith("dropped")] == [
+        "dropped hypothesis split(etcd-1): a split needs its groups (two or more lists of"
+        " names), got [['etcd-1']]",
+        "dropped hypothesis split(etcd-1): split group member 'etcd-9' is not in the topology",
+        "dropped hypothesis split(etcd-1): etcd-1 is in two groups of the split",
+    ]
