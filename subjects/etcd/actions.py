@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
-from pytest_operator._actions import Action, ActionError, Args, Param, Risk
+from pytest_operator import Action, ActionError, Param, Risk
 
 TIMEOUT = httpx.Timeout(2.0)
+Args = Mapping[str, int | float | str]
 
 
 class MaintenanceApi:

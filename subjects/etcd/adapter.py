@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from pytest_operator._subject import ClusterView, SubjectConfig
-from pytest_operator._topology import Topology
+from pytest_operator import ClusterView, SubjectConfig, Topology
 from subjects.etcd.actions import MaintenanceApi, catalogue
 from subjects.etcd.client import KEY_PREFIX, prefix_range
 from subjects.etcd.cluster import check_timeouts, etcd_cluster_spec, member_names
@@ -18,12 +17,14 @@ from subjects.etcd.invariants import invariants
 from subjects.etcd.observe import EtcdObserver
 
 if TYPE_CHECKING:
-    from pytest_operator._actions import Action
-    from pytest_operator._cluster import ClusterSpec
-    from pytest_operator._history import History
-    from pytest_operator._invariants import Invariant
-    from pytest_operator._signals import Observation
-    from pytest_operator._workload import Requester
+    from pytest_operator import (
+        Action,
+        ClusterSpec,
+        History,
+        Invariant,
+        Observation,
+        Requester,
+    )
 
 # option -> (valid values, or None for a positive integer; default)
 OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
@@ -32,7 +33,7 @@ OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "pre_vote": (("1", "0"), "1"),  # etcd --pre-vote
     "client_timeout_ms": (None, "1000"),  # the workload client's bound on one request
     "client_error_pct": (None, "10"),  # client_errors: share of failed requests, percent
-    "no_leader_grace_ms": (None, "500"),  # no_leader: how long before it is a violation
+    "no_leader_grace_ms": (None, "300"),  # no_leader: how long before it is a violation
     "leader_change_window_ms": (None, "5000"),  # leader_change: flagged this long after
 }
 RESET_TIMEOUT = 15.0
@@ -46,11 +47,14 @@ class EtcdSession:
         direct = {m: cluster.address(m).url() for m in self.targets}
         self._client_urls = {m: cluster.client_url(m) for m in self.targets}
         self._observer = EtcdObserver(
-            direct, history, heartbeat_ms=int(config.get("heartbeat_ms", "100"))
+            direct,
+            history,
+            heartbeat_ms=int(config.get("heartbeat_ms", "100")),
+            election_ms=int(config.get("election_ms", "1000")),
         )
         self._api = MaintenanceApi(direct)
         self.invariants: Sequence[Invariant] = invariants(
-            no_leader_grace_s=int(config.get("no_leader_grace_ms", "500")) / 1000,
+            no_leader_grace_s=int(config.get("no_leader_grace_ms", "300")) / 1000,
             leader_change_window_s=int(config.get("leader_change_window_ms", "5000")) / 1000,
             client_error_rate=int(config.get("client_error_pct", "10")) / 100,
         )

@@ -21,8 +21,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from pytest_operator._history import Outcome
-from pytest_operator._workload import Response
+from pytest_operator import Outcome, Response
 
 KEY_PREFIX = "pytest-operator/workload/"
 TIMEOUT = 1.0

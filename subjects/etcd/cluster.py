@@ -55,17 +55,17 @@ import asyncio
 import contextlib
 import shutil
 
-from pytest_operator._cluster import (
+from pytest_operator import (
     CLIENT,
     Address,
     Addresses,
     ClusterError,
     ClusterSpec,
+    ComponentKind,
     ComponentSpec,
     LinkSpec,
     mesh_links,
 )
-from pytest_operator._topology import ComponentKind
 
 PEER = "peer"
 NODE_COUNTS = (3, 5)

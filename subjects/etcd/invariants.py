@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pytest_operator._cluster import CLIENT
-from pytest_operator._invariants import Category, Finding, Invariant
-from pytest_operator._signals import Observation, Role
+from pytest_operator import CLIENT, Category, Finding, Invariant, Observation, Role
 
 SINCE_LEADER_CHANGE = "since_leader_change_s"
 """The fact (per member, seconds) the observer publishes once a member saw its leader
@@ -100,7 +98,7 @@ def split_brain(obs: Observation) -> list[Finding]:
 
 def invariants(
     *,
-    no_leader_grace_s: float = 0.5,
+    no_leader_grace_s: float = 0.3,
     leader_change_window_s: float = 5.0,
     client_error_rate: float = 0.1,
 ) -> tuple[Invariant, ...]:

@@ -4,9 +4,10 @@ Per member, each tick, three probes in parallel at its own client address, each 
 - ``POST /v3/maintenance/status`` (0.5 s): reachable or not (refused: nothing listens, a
   crash; timeout: a frozen process), its member ID, the leader it sees (absent when none),
   its term, its errors (``etcdserver: no leader``);
-- ``GET /health`` (0.8 s): etcd's own check, a leader and a linearizable read through
-  the leader's quorum. Without quorum it answers false only after its 1 s read timeout,
-  so a reachable member whose health probe times out cannot commit either;
+- ``GET /health``: etcd's own check, a leader and a linearizable read through the
+  leader's quorum. Without quorum it answers false only after its 1 s read timeout, so
+  the request may outlive the tick: a tick waits 0.1 s for it, a later tick reads the
+  answer, and a request unanswered for 0.6 s means the member cannot commit;
 - ``GET /metrics`` (0.5 s), read for a dozen series only (parsing the whole 150 KB page
   costs 30 ms): its view of each peer (``etcd_network_active_peers``, bytes received from
   it, the smoothed round trip), its start time, the leader changes it has seen.
@@ -23,10 +24,12 @@ is not active (its stream broke: at once for a crashed peer, after rafthttp's 5 
 timeout for a silent one), or, faster, when the peer should be talking and is not: a
 follower hears its leader every heartbeat and a leader each follower, so no bytes from
 that peer for ``silence`` seconds (8 heartbeats, at least 0.8 s) means the link is cut
-(or the peer frozen). Two followers exchange nothing measurable, so their link is judged
-only by ``active_peers``. A link found silent stays down until bytes flow again, the
-stream reconnects, or etcd's read timeout passes with the stream still up (then it was
-healed before etcd noticed).
+(or the peer frozen); a member that sees no leader campaigns (pre-votes) every election
+timeout and every reachable peer answers it, so a peer silent for two election timeouts
+and a half is cut off from it. Two followers of a leader exchange nothing measurable, so
+their link is judged only by ``active_peers``. A link found silent stays down until bytes
+flow again, the stream reconnects, or etcd's read timeout passes with the stream still up
+(then it was healed before etcd noticed).
 
 The client history gives each member's error rate (requests that failed or timed out over
 the last second) and the latency clients saw, as the ``client -> member`` link.
@@ -42,25 +45,35 @@ from dataclasses import dataclass
 
 import httpx
 
-from pytest_operator._cluster import CLIENT
-from pytest_operator._history import History, Op, Outcome
-from pytest_operator._prom import Labels, Scrape, delta
-from pytest_operator._signals import (
+from pytest_operator import (
+    CLIENT,
     ComponentSignals,
     Fact,
+    History,
     LinkSignals,
     Observation,
+    Op,
+    Outcome,
     ProbeFailure,
     Role,
 )
+from pytest_operator._prom import Labels, Scrape, delta  # the Prometheus text helpers
 
 PROBE_TIMEOUT = 0.5
-HEALTH_TIMEOUT = 0.8
+HEALTH_TIMEOUT = 0.6
+"""Seconds a /health request may wait before the member counts as unable to commit."""
+HEALTH_WAIT = 0.1
+"""Seconds a tick waits for a /health answer; a slower one is read by a later tick."""
+HEALTH_REQUEST_TIMEOUT = 2.0
+"""A /health request's own bound (etcd answers false after its 1 s read timeout)."""
 STREAM_TIMEOUT = 7.0
 """Seconds after which etcd has surely noticed a cut stream (rafthttp reads time out
 after 5 s): a link found silent whose stream never broke was healed before."""
 MIN_SILENCE = 0.8
 SILENT_HEARTBEATS = 8
+CAMPAIGN_SILENCE = 2.5
+"""Election timeouts a campaigning member waits for a peer's answer before calling the link
+cut (a peer that still follows a leader ignores votes for up to one election timeout)."""
 CLIENT_ERROR_SPAN = 1.0
 """Seconds of client history behind a member's error rate."""
 MIN_CLIENT_SAMPLE = 5
@@ -151,6 +164,17 @@ class _Probe:
 
 
 @dataclass(slots=True)
+class _HealthCheck:
+    """One member's ``/health`` request, which may outlive a tick."""
+
+    task: asyncio.Task[httpx.Response] | None = None
+    started: float = 0.0
+    """time.monotonic() when the request in flight was sent."""
+    last: tuple[bool | None, str | None] = (None, None)
+    """The last answer: true / false / unknown, and a note when it is not true."""
+
+
+@dataclass(slots=True)
 class _PeerTrack:
     """What one member's metrics said of one peer, across ticks."""
 
@@ -158,8 +182,10 @@ class _PeerTrack:
     heard_at: float = 0.0
     """When bytes from the peer were last seen to grow (first sight counts)."""
     expected_since: float | None = None
-    """Since when the peer should be talking (it is this member's leader, or this member
-    leads); None while it need not."""
+    """Since when the peer should be talking (it is this member's leader, this member
+    leads, or this member campaigns); None while it need not."""
+    window: float | None = None
+    """How long it may stay silent, in the relation that began at ``expected_since``."""
     silent_since: float | None = None
     """When silence marked the link down; None while it is not so marked."""
     stream_broke: bool = False
@@ -225,6 +251,7 @@ class EtcdObserver:
         history: History,
         *,
         heartbeat_ms: int = 100,
+        election_ms: int = 1000,
         probe_timeout: float = PROBE_TIMEOUT,
         health_timeout: float = HEALTH_TIMEOUT,
     ) -> None:
@@ -233,14 +260,20 @@ class EtcdObserver:
         self.probe_timeout = probe_timeout
         self.health_timeout = health_timeout
         self.silence = max(MIN_SILENCE, SILENT_HEARTBEATS * heartbeat_ms / 1000)
+        self.campaign_silence = CAMPAIGN_SILENCE * election_ms / 1000
         self._http = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
         self._names: dict[int, str] = {}  # member ID -> name
         self._member_list_at = 0.0
         self._prev: dict[str, Scrape] = {}
         self._peers: dict[tuple[str, str], _PeerTrack] = {}
         self._leaders: dict[str, _LeaderTrack] = {}
+        self._health: dict[str, _HealthCheck] = {}
 
     async def aclose(self) -> None:
+        pending = [c.task for c in self._health.values() if c.task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._http.aclose()
 
     # --- probes ---------------------------------------------------------------------------
@@ -248,7 +281,12 @@ class EtcdObserver:
     async def _probe(self, name: str, base: str) -> _Probe:
         probe = _Probe(name)
         t0 = time.time()
-        health = asyncio.create_task(self._http.get(f"{base}/health", timeout=self.health_timeout))
+        health = self._health.setdefault(name, _HealthCheck())
+        if health.task is None:
+            health.task = asyncio.create_task(
+                self._http.get(f"{base}/health", timeout=HEALTH_REQUEST_TIMEOUT)
+            )
+            health.started = time.monotonic()
         metrics = asyncio.create_task(self._http.get(f"{base}/metrics", timeout=self.probe_timeout))
         try:
             r = await self._http.post(
@@ -268,29 +306,44 @@ class EtcdObserver:
             return probe
         finally:
             if not probe.reachable:
-                health.cancel()
                 metrics.cancel()
-                await asyncio.gather(health, metrics, return_exceptions=True)
-        h, m = await asyncio.gather(health, metrics, return_exceptions=True)
-        if isinstance(h, httpx.Response):
-            try:
-                body = h.json()
-                probe.health = h.status_code == 200 and body.get("health") == "true"
-                if not probe.health:
-                    probe.health_note = f"/health: {h.text.strip()[:200]}"
-            except (ValueError, AttributeError):
-                probe.health_note = f"/health answered {h.status_code}: {h.text[:200]}"
-        elif isinstance(h, httpx.TimeoutException):
-            probe.health = False
-            probe.health_note = (
-                f"/health gave no answer in {self.health_timeout:g} s (its linearizable read"
-                " found no quorum)"
-            )
-        elif isinstance(h, BaseException):
-            probe.health_note = f"/health: {type(h).__name__}: {h}"
+                await asyncio.gather(metrics, return_exceptions=True)
+        await asyncio.wait([health.task], timeout=HEALTH_WAIT)
+        probe.health, probe.health_note = self._health_now(health)
+        m = (await asyncio.gather(metrics, return_exceptions=True))[0]
         if isinstance(m, httpx.Response) and m.status_code == 200:
             probe.scrape = parse_metrics(m.text, time.time())
         return probe
+
+    def _health_now(self, check: _HealthCheck) -> tuple[bool | None, str | None]:
+        """What ``/health`` says now: the answer if it came, else, while the request has
+        been waiting under ``health_timeout``, the previous answer; past that, False (a
+        linearizable read that long means no quorum answers)."""
+        task = check.task
+        if task is None:
+            return check.last
+        if not task.done():
+            waited = time.monotonic() - check.started
+            if waited < self.health_timeout:
+                return check.last
+            return False, (
+                f"/health gave no answer in {waited:.1f} s (its linearizable read found no quorum)"
+            )
+        check.task = None
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if isinstance(exc, httpx.TimeoutException):
+            check.last = (False, f"/health gave no answer in {HEALTH_REQUEST_TIMEOUT:g} s")
+        elif exc is not None:
+            check.last = (None, f"/health: {type(exc).__name__}: {exc}")
+        else:
+            h = task.result()
+            try:
+                body = h.json()
+                ok = h.status_code == 200 and body.get("health") == "true"
+                check.last = (ok, None if ok else f"/health: {h.text.strip()[:200]}")
+            except (ValueError, AttributeError):
+                check.last = (None, f"/health answered {h.status_code}: {h.text[:200]}")
+        return check.last
 
     async def _learn_names(self) -> None:
         """Read the member list from any member that answers (at most once a second)."""
@@ -390,8 +443,13 @@ class EtcdObserver:
                 continue
             label = hex_id(peer_id)
             track = self._peers.setdefault((p.name, peer), _PeerTrack())
-            talks = leads or status.leader_id == peer_id
-            up = self._peer_up(track, scrape, label, talks)
+            if leads or status.leader_id == peer_id:
+                window: float | None = self.silence  # heartbeats and their answers
+            elif status.leader_id == 0:
+                window = self.campaign_silence  # (pre-)votes and their answers
+            else:
+                window = None  # two followers: nothing to hear between them
+            up = self._peer_up(track, scrape, label, window)
             sent = delta(prev, scrape, "etcd_network_peer_round_trip_time_seconds_count", To=label)
             if sent:
                 rtt = delta(prev, scrape, "etcd_network_peer_round_trip_time_seconds_sum", To=label)
@@ -400,7 +458,11 @@ class EtcdObserver:
             out.append(LinkSignals(p.name, peer, up=up, latency_p99_ms=track.rtt_ms))
         return out
 
-    def _peer_up(self, track: _PeerTrack, scrape: Scrape, label: str, talks: bool) -> bool | None:
+    def _peer_up(
+        self, track: _PeerTrack, scrape: Scrape, label: str, window: float | None
+    ) -> bool | None:
+        """Is the link up, as this member's metrics tell? ``window``: how long the peer
+        may stay silent now (None: it need not talk)."""
         t = scrape.at
         received = scrape.value("etcd_network_peer_received_bytes_total", From=label)
         active = scrape.value("etcd_network_active_peers", Remote=label)
@@ -409,17 +471,18 @@ class EtcdObserver:
             track.silent_since = None
             track.stream_broke = False
         track.received = received
-        if talks:
-            if track.expected_since is None:
-                track.expected_since = t
-        else:
-            track.expected_since = None
+        if window is None:
+            track.expected_since, track.window = None, None
+        elif track.window != window:  # the peer is expected to talk from now on
+            track.expected_since, track.window = t, window
         if active is not None and active < 1:
             if track.silent_since is not None:
                 track.stream_broke = True
             return False
-        if track.expected_since is not None and (
-            t - max(track.heard_at, track.expected_since) >= self.silence
+        if (
+            track.expected_since is not None
+            and track.window is not None
+            and t - max(track.heard_at, track.expected_since) >= track.window
         ):
             if track.silent_since is None:
                 track.silent_since = t
