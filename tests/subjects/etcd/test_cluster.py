@@ -7,12 +7,13 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from pytest_operator import ActionError, Risk
 from pytest_operator._cluster import EmbeddedCluster
 from pytest_operator._history import History, Outcome
 from pytest_operator._invariants import Finding
@@ -87,7 +88,7 @@ def settled(obs: Observation) -> bool:
     )
 
 
-def names(findings: list[Finding]) -> set[str]:
+def names(findings: Sequence[Finding]) -> set[str]:
     return {f.component for f in findings}
 
 
@@ -258,3 +259,58 @@ async def test_an_isolated_leader_steps_down_and_the_majority_elects_another(
     finally:
         net.clear_drops()
     await until(session.observe, settled, timeout=WAIT)
+
+
+async def test_transfer_leadership_moves_the_leader_and_the_change_is_flagged(
+    cluster: EmbeddedCluster, session: EtcdSession
+) -> None:
+    obs = await until(session.observe, settled)
+    (old,) = leaders(obs)
+    target = next(m for m in MEMBERS if m != old)
+    action = next(a for a in session.actions if a.name == "transfer_leadership")
+    assert action.risk is Risk.MEDIUM
+    message = await action.run(action.validate({"member": target}))
+    assert message == f"leadership moved from {old} to {target}"
+    obs = await until(session.observe, lambda o: settled(o) and leaders(o) == [target])
+    changed = leader_change_check(session)(obs)
+    assert names(changed) == set(MEMBERS), changed  # every member saw a new leader
+    assert await action.run(action.validate({"member": target})) == f"{target} already leads"
+    with pytest.raises(ActionError, match="member=etcd-9: invalid value"):
+        action.validate({"member": "etcd-9"})
+
+
+async def test_restart_member_brings_it_back_as_a_follower(
+    cluster: EmbeddedCluster, session: EtcdSession
+) -> None:
+    obs = await until(session.observe, settled)
+    (lead,) = leaders(obs)
+    member = next(m for m in MEMBERS if m != lead)
+    before = obs.component(member).started_at  # type: ignore[union-attr]
+    action = next(a for a in session.actions if a.name == "restart_member")
+    assert action.risk is Risk.HIGH
+    assert await action.run(action.validate({"member": member})) == f"{member} restarted"
+    obs = await until(session.observe, settled)
+    after = obs.component(member)
+    assert after is not None and after.role is Role.FOLLOWER
+    assert after.started_at is not None and before is not None and after.started_at > before
+
+
+async def test_a_cut_client_link_fails_that_members_requests_only(
+    cluster: EmbeddedCluster, session: EtcdSession
+) -> None:
+    requester = session.requester()
+    proxy = cluster.proxy_name("client", "etcd-1")
+    await cluster.toxiproxy.disable(proxy)
+    try:
+        reply = await requester("etcd-1", "k")
+        assert reply.outcome in (Outcome.ERROR, Outcome.TIMEOUT), reply
+        assert (await requester("etcd-2", "k")).outcome is Outcome.OK
+        obs = await session.observe()  # the monitor reaches etcd-1 directly: still up
+        assert obs.component("etcd-1").reachable  # type: ignore[union-attr]
+    finally:
+        await cluster.toxiproxy.enable(proxy)
+    assert (await requester("etcd-1", "k")).outcome is Outcome.OK
+
+
+def leader_change_check(session: EtcdSession) -> Callable[[Observation], Sequence[Finding]]:
+    return next(i.check for i in session.invariants if i.name == "leader_change")
