@@ -65,8 +65,12 @@ def test_the_command_names_every_peer_at_its_own_address(tmp_path: Path) -> None
     spec = etcd_cluster_spec(3, heartbeat_ms=50, election_ms=600, pre_vote=False)
     a = FakeAddresses(spec.component_names(), tmp_path)
     argv = list(spec.component("etcd-2").command(a))
-    flags = dict(zip(argv[1::2], argv[2::2], strict=False))
-    assert argv[0].endswith("etcd")
+    # a first boot waits its turn (0.15 s per member before it) unless it has data
+    data = str(tmp_path / "etcd-2" / "member-data")
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[3:6] == ["etcd-staggered", data, "0.15"]
+    assert argv[6].endswith("etcd")
+    etcd = argv[6:]
+    flags = dict(zip(etcd[1::2], etcd[2::2], strict=False))
     assert flags["--name"] == "etcd-2"
     assert flags["--listen-client-urls"] == "http://127.0.9.2:2002"
     assert flags["--advertise-client-urls"] == "http://127.0.9.2:2002"
@@ -76,8 +80,10 @@ def test_the_command_names_every_peer_at_its_own_address(tmp_path: Path) -> None
     )
     assert flags["--heartbeat-interval"] == "50"
     assert flags["--election-timeout"] == "600"
-    assert flags["--data-dir"].startswith(str(tmp_path / "etcd-2"))
+    assert flags["--data-dir"] == data
     assert "--pre-vote" not in argv
+    first = list(spec.component("etcd-1").command(a))
+    assert first[5] == "0"
     assert "--pre-vote" in list(etcd_cluster_spec(3).component("etcd-1").command(a))
 
 
