@@ -13,7 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pytest_operator import ActionError, Risk
+from pytest_operator import ActionError, ChaosUnsupported, Risk, clock_skew
 from pytest_operator._cluster import EmbeddedCluster
 from pytest_operator._history import History, Outcome
 from pytest_operator._invariants import Finding
@@ -314,3 +314,9 @@ async def test_a_cut_client_link_fails_that_members_requests_only(
 
 def leader_change_check(session: EtcdSession) -> Callable[[Observation], Sequence[Finding]]:
     return next(i.check for i in session.invariants if i.name == "leader_change")
+
+
+async def test_clock_skew_on_a_member_is_refused_naming_why(cluster: EmbeddedCluster) -> None:
+    with pytest.raises(ChaosUnsupported, match="Go reads the clock through the vDSO"):
+        async with clock_skew("etcd-2", 30).inject(cluster):
+            pytest.fail("the skew was injected")
