@@ -130,6 +130,7 @@ async def main() -> int:
     ready: list[float] = []
     stop: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        os.chmod(tmp, 0o711)  # mesh members run as their own uids and must reach their data
         # run 0 is the warm-up (file caches, .pyc): checked like the others, not counted
         for i in range(args.runs + 1):
             try:

@@ -176,6 +176,18 @@ def test_bench_cluster_prints_start_and_stop_times() -> None:
     assert re.search(r"^3 nodes, 1 runs \(after one warm-up run\)", out, re.MULTILINE), out
 
 
+@pytest.mark.slow
+def test_bench_cluster_starts_etcd_members_on_their_own_hosts() -> None:
+    done = run_benchmark("bench_cluster.py", "--subject", "etcd", "--runs", "1", timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    median, low, high = figures(
+        rf"^start -> ready: median {NUMBER} s, min {NUMBER} s, max {NUMBER} s$", out
+    )
+    assert 0 < low <= median <= high < 60
+    assert re.search(r"^etcd: 3 nodes, 1 runs \(after one warm-up run\)", out, re.MULTILINE), out
+
+
 def test_bench_cluster_refuses_a_cluster_that_does_not_start(tmp_path: Path) -> None:
     # a redis-server first on PATH that exits at once, as a broken install would
     fake = tmp_path / "redis-server"
