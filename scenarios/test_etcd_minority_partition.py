@@ -16,7 +16,7 @@ pytestmark = pytest.mark.subject("etcd")
 async def test_minority_loses_quorum_and_the_majority_keeps_its_leader(operator, workload):
     await workload.start(steady(rate=50), keys=["k1", "k2", "k3"])
     # settle: links between two followers show cut only once etcd's own timeouts pass
-    run = await operator.monitor(until="no_leader", timeout=20, settle=5.0)
+    run = await operator.monitor(until="no_leader", timeout=20, settle=6.0)
     cause = operator.expected_cause()
     minority = min(cause.groups, key=len) if cause.groups else (cause.component,)
     for member in minority:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.subject("etcd")
 async def test_no_group_has_a_majority_so_nobody_commits(operator, workload):
     await workload.start(steady(rate=50), keys=["k1", "k2", "k3"])
     # settle: links between two followers show cut only once etcd's own timeouts pass
-    run = await operator.monitor(until="no_leader", timeout=20, settle=5.0)
+    run = await operator.monitor(until="no_leader", timeout=20, settle=6.0)
     for member in operator.session.targets:
         run.assert_detected("no_leader", within=6.0, component=member)
     run.assert_detected("client_errors", within=8.0)  # clients' requests time out

@@ -24,12 +24,15 @@ is not active (its stream broke: at once for a crashed peer, after rafthttp's 5 
 timeout for a silent one), or, faster, when the peer should be talking and is not: a
 follower hears its leader every heartbeat and a leader each follower, so no bytes from
 that peer for ``silence`` seconds (8 heartbeats, at least 0.8 s) means the link is cut
-(or the peer frozen); a member that sees no leader campaigns (pre-votes) every election
-timeout and every reachable peer answers it, so a peer silent for two election timeouts
-and a half is cut off from it. Two followers of a leader exchange nothing measurable, so
-their link is judged only by ``active_peers``. A link found silent stays down until bytes
-flow again, the stream reconnects, or etcd's read timeout passes with the stream still up
-(then it was healed before etcd noticed).
+(or the peer frozen), as long as the peer itself still reports that relation (a leader
+that stepped down sends no heartbeats). Two members that both see no leader campaign
+(pre-vote) every election timeout and answer each other, so between them two election
+timeouts and a half of silence means the same; a member that still follows a leader
+ignores votes (its lease), so a campaigner is not expected to hear from it. Two
+followers of a leader exchange nothing measurable, so their link is judged only by
+``active_peers``. A link found silent stays down until bytes flow again, the stream
+reconnects, or etcd's read timeout passes with the stream still up (then it was healed
+before etcd noticed).
 
 The client history gives each member's error rate (requests that failed or timed out over
 the last second) and the latency clients saw, as the ``client -> member`` link.
@@ -72,8 +75,8 @@ after 5 s): a link found silent whose stream never broke was healed before."""
 MIN_SILENCE = 0.8
 SILENT_HEARTBEATS = 8
 CAMPAIGN_SILENCE = 2.5
-"""Election timeouts a campaigning member waits for a peer's answer before calling the link
-cut (a peer that still follows a leader ignores votes for up to one election timeout)."""
+"""Election timeouts two campaigning members may go without hearing from each other before
+their link counts as cut (each campaigns every 1 to 2 election timeouts)."""
 CLIENT_ERROR_SPAN = 1.0
 """Seconds of client history behind a member's error rate."""
 MIN_CLIENT_SAMPLE = 5
@@ -183,7 +186,7 @@ class _PeerTrack:
     """When bytes from the peer were last seen to grow (first sight counts)."""
     expected_since: float | None = None
     """Since when the peer should be talking (it is this member's leader, this member
-    leads, or this member campaigns); None while it need not."""
+    leads, or both campaign); None while it need not."""
     window: float | None = None
     """How long it may stay silent, in the relation that began at ``expected_since``."""
     silent_since: float | None = None
@@ -424,8 +427,9 @@ class EtcdObserver:
             track.changed_at = now
         track.leader = leader
 
-    def _links(self, p: _Probe) -> list[LinkSignals]:
-        """``p``'s view of each peer, from its metrics (nothing when it gave none)."""
+    def _links(self, p: _Probe, views: Mapping[str, int]) -> list[LinkSignals]:
+        """``p``'s view of each peer, from its metrics (nothing when it gave none).
+        ``views``: the leader ID each member that answered reports (0: none)."""
         scrape, status = p.scrape, p.status
         if scrape is None or status is None:
             return []
@@ -443,12 +447,17 @@ class EtcdObserver:
                 continue
             label = hex_id(peer_id)
             track = self._peers.setdefault((p.name, peer), _PeerTrack())
-            if leads or status.leader_id == peer_id:
-                window: float | None = self.silence  # heartbeats and their answers
-            elif status.leader_id == 0:
-                window = self.campaign_silence  # (pre-)votes and their answers
+            # What the peer should be sending, as both ends see it now (a peer the
+            # monitor could not ask is taken at this member's word).
+            peer_sees = views.get(peer)
+            if leads and peer_sees in (None, status.member_id):
+                window: float | None = self.silence  # answers to our heartbeats
+            elif status.leader_id == peer_id and peer_sees in (None, peer_id):
+                window = self.silence  # our leader's heartbeats
+            elif status.leader_id == 0 and peer_sees == 0:
+                window = self.campaign_silence  # each one's (pre-)votes and answers
             else:
-                window = None  # two followers: nothing to hear between them
+                window = None  # two followers, or a leader that stepped down: nothing due
             up = self._peer_up(track, scrape, label, window)
             sent = delta(prev, scrape, "etcd_network_peer_round_trip_time_seconds_count", To=label)
             if sent:
@@ -517,7 +526,8 @@ class EtcdObserver:
         now = time.time()
         seen = client_seen(self.history.snapshot(), now)
         components = [self._component(p, seen.get(p.name), now) for p in probes]
-        links = [link for p in probes for link in self._links(p)]
+        views = {p.name: p.status.leader_id for p in probes if p.status is not None}
+        links = [link for p in probes for link in self._links(p, views)]
         for name, s in sorted(seen.items()):
             links.append(
                 LinkSignals(CLIENT, name, error_rate=s.error_rate, latency_p99_ms=s.latency_p99_ms)
