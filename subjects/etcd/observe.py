@@ -41,6 +41,7 @@ the last second) and the latency clients saw, as the ``client -> member`` link.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -94,6 +95,8 @@ METRICS = (
     "etcd_network_peer_round_trip_time_seconds_count",
     "process_start_time_seconds",
 )
+_UNREADABLE = (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError, AttributeError)
+"""What reading one member's reply can raise when it is down, slow or answers otherwise."""
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -212,7 +215,7 @@ class ClientSeen:
 
 
 def _failure_of(exc: BaseException) -> ProbeFailure:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return ProbeFailure.TIMEOUT
     return ProbeFailure.REFUSED
 
@@ -286,15 +289,11 @@ class EtcdObserver:
         t0 = time.time()
         health = self._health.setdefault(name, _HealthCheck())
         if health.task is None:
-            health.task = asyncio.create_task(
-                self._http.get(f"{base}/health", timeout=HEALTH_REQUEST_TIMEOUT)
-            )
+            health.task = asyncio.create_task(self._health_request(f"{base}/health"))
             health.started = time.monotonic()
-        metrics = asyncio.create_task(self._http.get(f"{base}/metrics", timeout=self.probe_timeout))
+        metrics = asyncio.create_task(self._get(f"{base}/metrics"))
         try:
-            r = await self._http.post(
-                f"{base}/v3/maintenance/status", content=b"{}", timeout=self.probe_timeout
-            )
+            r = await self._post(f"{base}/v3/maintenance/status")
             probe.probe_ms = (time.time() - t0) * 1000
             if r.status_code != 200:
                 probe.failure = ProbeFailure.ERROR
@@ -303,7 +302,7 @@ class EtcdObserver:
             probe.status = MemberStatus.parse(r.json())
             probe.reachable = True
             self._names[probe.status.member_id] = name
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
             probe.failure = ProbeFailure.ERROR if isinstance(exc, ValueError) else _failure_of(exc)
             probe.detail = f"status: {type(exc).__name__}: {exc}"
             return probe
@@ -317,6 +316,19 @@ class EtcdObserver:
         if isinstance(m, httpx.Response) and m.status_code == 200:
             probe.scrape = parse_metrics(m.text, time.time())
         return probe
+
+    async def _post(self, url: str) -> httpx.Response:
+        """POST ``{}``, the whole exchange bounded (httpx bounds each phase on its own)."""
+        async with asyncio.timeout(self.probe_timeout):
+            return await self._http.post(url, content=b"{}", timeout=self.probe_timeout)
+
+    async def _health_request(self, url: str) -> httpx.Response:
+        async with asyncio.timeout(HEALTH_REQUEST_TIMEOUT):
+            return await self._http.get(url, timeout=HEALTH_REQUEST_TIMEOUT)
+
+    async def _get(self, url: str) -> httpx.Response:
+        async with asyncio.timeout(self.probe_timeout):
+            return await self._http.get(url, timeout=self.probe_timeout)
 
     def _health_now(self, check: _HealthCheck) -> tuple[bool | None, str | None]:
         """What ``/health`` says now: the answer if it came, else, while the request has
@@ -334,7 +346,7 @@ class EtcdObserver:
             )
         check.task = None
         exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
             check.last = (False, f"/health gave no answer in {HEALTH_REQUEST_TIMEOUT:g} s")
         elif exc is not None:
             check.last = (None, f"/health: {type(exc).__name__}: {exc}")
@@ -354,17 +366,20 @@ class EtcdObserver:
         if now - self._member_list_at < MEMBER_LIST_EVERY:
             return
         self._member_list_at = now
-        for base in self.members.values():
-            try:
-                r = await self._http.post(
-                    f"{base}/v3/cluster/member/list", content=b"{}", timeout=self.probe_timeout
-                )
-                for member in r.json().get("members", []):
-                    if member.get("name") in self.members:
-                        self._names[int(member["ID"])] = str(member["name"])
-                return
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-                continue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * self.probe_timeout):  # two members' worth, at most
+                for base in self.members.values():
+                    try:
+                        r = await self._post(f"{base}/v3/cluster/member/list")
+                        listed = r.json()["members"]
+                        self._names.update(
+                            (int(m["ID"]), str(m["name"]))
+                            for m in listed
+                            if m.get("name") in self.members
+                        )
+                        return
+                    except _UNREADABLE:
+                        continue
 
     def _name_of(self, member_id: int) -> str | None:
         return self._names.get(member_id) if member_id else None

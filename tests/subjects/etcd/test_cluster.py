@@ -320,3 +320,24 @@ async def test_clock_skew_on_a_member_is_refused_naming_why(cluster: EmbeddedClu
     with pytest.raises(ChaosUnsupported, match="Go reads the clock through the vDSO"):
         async with clock_skew("etcd-2", 30).inject(cluster):
             pytest.fail("the skew was injected")
+
+
+async def test_one_observation_is_bounded_even_with_every_member_frozen(
+    cluster: EmbeddedCluster,
+) -> None:
+    fresh = subject.open(cluster, subject.configure(3, {}), History())  # knows no member ID
+    try:
+        for m in MEMBERS:
+            cluster.process(m).pause()
+        try:
+            for _ in range(2):
+                started = time.monotonic()
+                obs = await fresh.observe()
+                assert time.monotonic() - started < 3.0
+                assert {c.probe_failure for c in obs.components} == {ProbeFailure.TIMEOUT}
+        finally:
+            for m in MEMBERS:
+                cluster.process(m).resume()
+        await until(fresh.observe, settled)
+    finally:
+        await fresh.aclose()
