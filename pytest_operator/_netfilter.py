@@ -6,8 +6,11 @@ Why rules at all: a process that connects to ``127.77.3.2`` gets the source addr
 from another. Each member of a mesh (the ends of direct links) therefore runs as its own
 numeric uid, and one ``nat POSTROUTING`` rule per member rewrites the source of that uid's
 loopback connections to the member's own host. Then ``filter INPUT -s A -d B -j DROP`` cuts
-exactly the packets from member A to member B, including A's answers on connections B
-opened: what a real network partition does, as Jepsen cuts with iptables.
+exactly the packets from member A to member B on connections A opened; A's answers on
+connections B opened come back with their destination already turned back into 127.0.0.1
+(the reverse of B's SNAT), so a second rule matches those by conntrack's reply tuple
+(``--ctdir REPLY --ctreplsrc A --ctrepldst B``). Together: every packet from A to B, what a
+real network partition does, as Jepsen cuts with iptables.
 
 Slots. Hosts and uids come from a :class:`NetSlot`, one per cluster run, so concurrent runs
 (pytest-xdist workers, tests that start several clusters, several checkouts) never share
@@ -277,7 +280,7 @@ class Netfilter:
         self.run_id = _next_run_id(slot.index)
         self.comment = f"{COMMENT_PREFIX} owner={self.owner} run={self.run_id}"
         self._snat: list[Rule] = []
-        self._drops: dict[tuple[str, str, str], Rule] = {}
+        self._drops: dict[tuple[str, str, str], tuple[Rule, ...]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -320,16 +323,38 @@ class Netfilter:
             key = (a, b, tag)
             if key in self._drops:
                 return
-            rule = Rule("filter", "INPUT", ("-s", f"{a}/32", "-d", f"{b}/32",
-                                            *self._tag(f" drop={tag}"), "-j", "DROP"))  # fmt: skip
-            _add(rule)
-            self._drops[key] = rule
+            comment = self._tag(f" drop={tag}")
+            rules = (
+                # a's packets on connections a opened: SNAT has made their source a
+                Rule("filter", "INPUT",
+                     ("-s", f"{a}/32", "-d", f"{b}/32", *comment, "-j", "DROP")),
+                # a's answers on connections b opened: the reverse of b's SNAT has already
+                # turned their destination back into 127.0.0.1, so only conntrack's reply
+                # tuple still says a -> b
+                # (written as iptables -S prints it: the next start's cleanup deletes a dead
+                # run's rules by their printed form, and with the nf_tables backend a
+                # conntrack rule written otherwise does not match its printed form on -D)
+                Rule("filter", "INPUT",
+                     ("-m", "conntrack", "--ctreplsrc", a, "--ctrepldst", b, "--ctdir",
+                      "REPLY", *comment, "-j", "DROP")),
+            )  # fmt: skip
+            added: list[Rule] = []
+            try:
+                for rule in rules:
+                    _add(rule)
+                    added.append(rule)
+            except BaseException:
+                for rule in added:
+                    with contextlib.suppress(NetfilterError):
+                        _delete(rule)
+                raise
+            self._drops[key] = rules
 
     def undrop(self, a: str, b: str, tag: str) -> None:
-        """Remove the rule ``drop(a, b, tag)`` added; nothing when there is none."""
+        """Remove the rules ``drop(a, b, tag)`` added; nothing when there are none."""
         with self._lock:
-            rule = self._drops.pop((a, b, tag), None)
-            if rule is not None:
+            rules = self._drops.pop((a, b, tag), ())
+            for rule in rules:
                 _delete(rule)
 
     def drops(self) -> tuple[tuple[str, str, str], ...]:
@@ -343,13 +368,18 @@ class Netfilter:
 
     def _clear_drops(self) -> None:
         errors = []
-        for key, rule in list(self._drops.items()):
-            try:
-                _delete(rule)
-            except NetfilterError as exc:
-                errors.append(str(exc))
-                continue
-            del self._drops[key]
+        for key, rules in list(self._drops.items()):
+            left = []
+            for rule in rules:
+                try:
+                    _delete(rule)
+                except NetfilterError as exc:
+                    errors.append(str(exc))
+                    left.append(rule)
+            if left:
+                self._drops[key] = tuple(left)
+            else:
+                del self._drops[key]
         if errors:
             raise NetfilterError("; ".join(errors))
 

@@ -92,7 +92,13 @@ class Failing(Fault):
 
 
 def drop_rules(cluster: EmbeddedCluster) -> list[str]:
-    return [line for line in iptables_lines(cluster.netfilter.comment) if " drop=" in line]
+    """The run's drop rules, one per direction cut (each has a twin for the answers on
+    connections the other side opened, matched by conntrack's reply tuple)."""
+    lines = [line for line in iptables_lines(cluster.netfilter.comment) if " drop=" in line]
+    plain = [line for line in lines if " -s " in line]
+    answers = [line for line in lines if "--ctdir REPLY" in line]
+    assert len(answers) == len(plain) and len(lines) == 2 * len(plain), lines
+    return plain
 
 
 def observation(leader_: str | None, *, claim: tuple[str, ...] = ()) -> Observation:

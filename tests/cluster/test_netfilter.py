@@ -95,7 +95,7 @@ def check_cut(run: Run) -> None:
     fail) and every process runs."""
     lines = iptables_lines(run.comment)
     assert len([x for x in lines if "SNAT" in x]) == 2
-    assert len([x for x in lines if " drop=isolate-" in x]) == 2
+    assert len([x for x in lines if " drop=isolate-" in x]) == 2 * 2  # both ways, each twice
     assert run.survivors() == ["m-1", "m-2", "toxiproxy"]
 
 
@@ -133,7 +133,7 @@ async def test_sigkill_leaves_rules_that_the_next_start_removes(base: Path) -> N
         run.proc.send_signal(signal.SIGKILL)
         run.proc.wait(timeout=30)
         # nobody removed them: the rules outlive the killed run...
-        assert len(iptables_lines(run.comment)) == 4
+        assert len(iptables_lines(run.comment)) == 2 + 2 * 2  # SNAT x2; isolation: 2 ways x 2
         # ...until the next cluster start cleans up after dead runs
         async with EmbeddedCluster(mesh_spec(2), base_dir=base) as cluster:
             assert iptables_lines(run.comment) == []
@@ -225,3 +225,70 @@ def test_a_failing_iptables_call_names_the_rule_and_the_reason(tmp_path: Path) -
         netfilter.slot.release()
     with pytest.raises(NetfilterError, match=r"^this run's netfilter is closed$"):
         netfilter.drop(*UNUSED, "t")
+
+
+SENDER = """
+import socket, sys, time
+server = socket.create_server((sys.argv[1], 0))
+print(server.getsockname()[1], flush=True)
+conn, _ = server.accept()
+for _ in range(200):  # 10 s at most
+    try:
+        conn.send(b"x" * 10)
+    except OSError:
+        break
+    time.sleep(0.05)
+"""
+
+RECEIVER = """
+import socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+conn.settimeout(0.1)
+print("connected", flush=True)
+t0 = time.monotonic()
+while time.monotonic() - t0 < 4:
+    try:
+        if conn.recv(100):
+            print(f"{time.monotonic():.3f}", flush=True)  # one clock for every process
+    except TimeoutError:
+        pass
+"""
+
+
+def test_a_drop_cuts_the_answers_on_connections_the_other_side_opened() -> None:
+    """b opens a TCP connection to a, a keeps sending on it: drop(a, b) must silence a
+    (the reverse of b's SNAT turns those packets' destination back into 127.0.0.1 before
+    INPUT sees them, so the rule on addresses alone would let them through)."""
+    slot = NetSlot.acquire()
+    net = Netfilter(slot)
+    a, b = slot.host(1), slot.host(2)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        net.start({slot.uid(1): a, slot.uid(2): b})
+        run = dict(stdout=subprocess.PIPE, text=True, start_new_session=True)
+        sender = subprocess.Popen(["/usr/bin/python3", "-c", SENDER, a], user=slot.uid(1), **run)
+        procs.append(sender)
+        assert sender.stdout is not None
+        port = sender.stdout.readline().strip()
+        receiver = subprocess.Popen(
+            ["/usr/bin/python3", "-c", RECEIVER, a, port], user=slot.uid(2), **run
+        )
+        procs.append(receiver)
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().strip() == "connected"
+        assert float(receiver.stdout.readline()) > 0  # a's data flows before the cut
+        net.drop(a, b, "test")
+        cut = time.monotonic()
+        # what was already in flight may still land; nothing sent after the cut does
+        heard = [float(t) for t in receiver.stdout]
+        late = [round(t - cut, 2) for t in heard if t > cut + 0.5]
+        assert not late, f"a's packets reached b this long after the cut: {late}"
+        assert len(net.rules()) == 2 + 2  # two SNAT rules, the drop's two rules
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        net.close()
+        slot.release()
+    assert net.rules() == []
