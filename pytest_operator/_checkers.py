@@ -25,6 +25,10 @@ from pytest_operator._history import History, Op, Outcome
 from pytest_operator._workload import percentile
 
 ANSWERED = frozenset((Outcome.OK, Outcome.REJECTED))
+CLIENT_SEEN_SPAN = 1.0
+"""Seconds of client history behind a target's client-seen error rate."""
+MIN_CLIENT_SAMPLE = 5
+"""Fewer requests than this to a target in the span say nothing about it."""
 
 
 def _ops(history: History | Iterable[Op]) -> Sequence[Op]:
@@ -320,3 +324,51 @@ class _MaxAddTree:
         while i < self.size:
             i = 2 * i if mx[2 * i] >= mx[2 * i + 1] else 2 * i + 1
         return i - self.size
+
+
+# ---------------------------------------------------------------- client-seen, for monitors
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSeen:
+    """One target as its clients saw it over the last span (from the history)."""
+
+    error_rate: float
+    latency_p99_ms: float | None
+
+
+def client_seen(
+    history: Sequence[Op],
+    now: float,
+    *,
+    span: float = CLIENT_SEEN_SPAN,
+    min_sample: int = MIN_CLIENT_SAMPLE,
+) -> dict[str, ClientSeen]:
+    """Per target, what clients saw of it over the ``span`` seconds before ``now``: the share
+    of requests that failed or timed out (a timeout counts when the client gave up on it,
+    :attr:`Op.resolved`; one of unknown length when it was sent), and the p99 latency of
+    those answered. Targets with fewer than ``min_sample`` requests are left out. A quick
+    check for a monitor loop: it walks the history from the end and stops well past
+    the span."""
+    since = now - span
+    counts: dict[str, list[int]] = {}
+    latencies: dict[str, list[float]] = {}
+    for op in reversed(history):
+        resolved = op.resolved if op.resolved is not None else op.send
+        if resolved < since - 10.0:  # ops resolve roughly in order; stop well past
+            break
+        if resolved < since or resolved > now:
+            continue
+        c = counts.setdefault(op.target, [0, 0])
+        c[0] += 1
+        c[1] += op.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
+        if op.recv is not None and op.outcome in ANSWERED:
+            latencies.setdefault(op.target, []).append((op.recv - op.send) * 1000)
+    out = {}
+    for target, (n, bad) in counts.items():
+        if n < min_sample:
+            continue
+        answered = sorted(latencies.get(target, ()))
+        p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else None
+        out[target] = ClientSeen(error_rate=bad / n, latency_p99_ms=p99)
+    return out

@@ -51,15 +51,15 @@ import httpx
 
 from pytest_operator import (
     CLIENT,
+    ClientSeen,
     ComponentSignals,
     Fact,
     History,
     LinkSignals,
     Observation,
-    Op,
-    Outcome,
     ProbeFailure,
     Role,
+    client_seen,
 )
 from pytest_operator._prom import Labels, Scrape, delta  # the Prometheus text helpers
 
@@ -78,9 +78,6 @@ SILENT_HEARTBEATS = 8
 CAMPAIGN_SILENCE = 2.5
 """Election timeouts two campaigning members may go without hearing from each other before
 their link counts as cut (each campaigns every 1 to 2 election timeouts)."""
-CLIENT_ERROR_SPAN = 1.0
-"""Seconds of client history behind a member's error rate."""
-MIN_CLIENT_SAMPLE = 5
 MEMBER_LIST_EVERY = 1.0
 """Seconds between two reads of the member list (to name an unknown member ID)."""
 
@@ -206,46 +203,10 @@ class _LeaderTrack:
     changed_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ClientSeen:
-    """One member as its clients saw it over the last second (from the history)."""
-
-    error_rate: float
-    latency_p99_ms: float | None
-
-
 def _failure_of(exc: BaseException) -> ProbeFailure:
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return ProbeFailure.TIMEOUT
     return ProbeFailure.REFUSED
-
-
-def client_seen(history: Sequence[Op], now: float) -> dict[str, ClientSeen]:
-    """Per member, what clients saw of it over the last second: the share of requests that
-    failed or timed out (a timeout counts when the client gave up on it), and the p99
-    latency of those answered."""
-    since = now - CLIENT_ERROR_SPAN
-    counts: dict[str, list[int]] = {}
-    latencies: dict[str, list[float]] = {}
-    for op in reversed(history):
-        resolved = op.resolved if op.resolved is not None else op.send
-        if resolved < since - 10.0:  # ops resolve roughly in order; stop well past
-            break
-        if resolved < since or resolved > now:
-            continue
-        c = counts.setdefault(op.target, [0, 0])
-        c[0] += 1
-        c[1] += op.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
-        if op.recv is not None and op.outcome is Outcome.OK:
-            latencies.setdefault(op.target, []).append((op.recv - op.send) * 1000)
-    out = {}
-    for target, (n, bad) in counts.items():
-        if n < MIN_CLIENT_SAMPLE:
-            continue
-        answered = sorted(latencies.get(target, ()))
-        p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else None
-        out[target] = ClientSeen(error_rate=bad / n, latency_p99_ms=p99)
-    return out
 
 
 class EtcdObserver:

@@ -23,8 +23,9 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from pytest_operator._checkers import ClientSeen, client_seen
 from pytest_operator._cluster import CLIENT
-from pytest_operator._history import History, Op, Outcome
+from pytest_operator._history import History, Op
 from pytest_operator._prom import Scrape, delta, histogram_quantile
 from pytest_operator._signals import (
     ComponentSignals,
@@ -39,9 +40,6 @@ from subjects.ratelimiter.checkers import max_admitted_in_window
 
 REDIS = "redis"
 PROBE_TIMEOUT = 0.8
-CLIENT_ERROR_SPAN = 1.0
-"""Seconds of client history behind a node's error rate."""
-MIN_CLIENT_SAMPLE = 5
 CLOCK_DRIFT_NOTE_MS = 5.0
 """A safety violation says how far the wall clock drifted from the history's monotonic
 clock once that reaches this: Redis decides by its wall clock, the history by the other."""
@@ -72,14 +70,6 @@ class _NodeProbe:
     scrape: Scrape | None = None
     counters: list[CounterView] = field(default_factory=list)
     detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSeen:
-    """One node as its clients saw it over the last second (from the history)."""
-
-    error_rate: float
-    latency_p99_ms: float | None
 
 
 def _failure_of(exc: BaseException) -> ProbeFailure:
@@ -214,35 +204,6 @@ class RateLimiterObserver:
         )
         return signals, [Fact("stored_items", float(size), REDIS)]
 
-    def _client_seen(self, history: Sequence[Op], now: float) -> dict[str, ClientSeen]:
-        """Per node, what clients saw of it over the last second: the share of requests
-        that failed or timed out (a timeout counts when the client gave up on it), and
-        the p99 latency of those answered."""
-        since = now - CLIENT_ERROR_SPAN
-        counts: dict[str, list[int]] = {}
-        latencies: dict[str, list[float]] = {}
-        for op in reversed(history):
-            resolved = op.resolved
-            if resolved is None:
-                resolved = op.send  # a timeout of unknown length: dated when it was sent
-            if resolved < since - 10.0:  # ops resolve roughly in order; stop well past
-                break
-            if resolved < since or resolved > now:
-                continue
-            c = counts.setdefault(op.target, [0, 0])
-            c[0] += 1
-            c[1] += op.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
-            if op.recv is not None and op.outcome in (Outcome.OK, Outcome.REJECTED):
-                latencies.setdefault(op.target, []).append((op.recv - op.send) * 1000)
-        out = {}
-        for target, (n, bad) in counts.items():
-            if n < MIN_CLIENT_SAMPLE:
-                continue
-            answered = sorted(latencies.get(target, ()))
-            p99 = answered[min(len(answered) - 1, int(0.99 * len(answered)))] if answered else None
-            out[target] = ClientSeen(error_rate=bad / n, latency_p99_ms=p99)
-        return out
-
     def _node_signals(
         self, p: _NodeProbe, seen: ClientSeen | None
     ) -> tuple[ComponentSignals, LinkSignals]:
@@ -354,7 +315,7 @@ class RateLimiterObserver:
         components = [redis_signals]
         links = []
         history = self.history.snapshot()  # one copy per tick, for both judges
-        seen = self._client_seen(history, now)
+        seen = client_seen(history, now)
         for p in probes:
             c, link = self._node_signals(p, seen.get(p.name))
             components.append(c)

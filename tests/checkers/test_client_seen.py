@@ -1,16 +1,15 @@
-"""What the rate limiter's observer makes of the client history: per node, the share of
-requests that failed or timed out in the last second (a timeout counted when the client
-gave up on it, not when it was sent), and the p99 latency of those answered; and the
-client -> node links it reports from that."""
+"""What a monitor makes of the client history (``client_seen``, which both subjects'
+observers use): per target, the share of requests that failed or timed out in the last
+second (a timeout counted when the client gave up on it, not when it was sent), and the p99
+latency of those answered; and the rate limiter's safety violations from that history."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
+from pytest_operator._checkers import MIN_CLIENT_SAMPLE, client_seen
 from pytest_operator._history import History, Op, Outcome
-from subjects.ratelimiter.observe import MIN_CLIENT_SAMPLE, RateLimiterObserver
+from subjects.ratelimiter.observe import RateLimiterObserver
 
 NOW = 1_000_000.0
 
@@ -21,15 +20,7 @@ def _op(i: int, target: str, send: float, outcome: Outcome, *, latency: float | 
     return Op(i, target, "k", send, send, recv, outcome, gave_up=gave_up)
 
 
-@pytest.fixture
-async def observer() -> AsyncIterator[RateLimiterObserver]:
-    # nothing is contacted: only the history is judged here
-    obs = RateLimiterObserver({"node-1": "http://127.0.0.1:9"}, "127.0.0.1:9", History())
-    yield obs
-    await obs.aclose()
-
-
-async def test_timeouts_count_when_the_client_gave_up(observer: RateLimiterObserver) -> None:
+def test_timeouts_count_when_the_client_gave_up() -> None:
     # node-2's requests were sent 2.5 s ago and given up on after 2 s: they resolved half a
     # second ago, inside the one-second span, and every one of them failed
     hung = [
@@ -37,33 +28,31 @@ async def test_timeouts_count_when_the_client_gave_up(observer: RateLimiterObser
         for i in range(10)
     ]
     fine = [_op(100 + i, "node-1", NOW - 0.5 + i * 0.01, Outcome.OK) for i in range(10)]
-    seen = observer._client_seen([*hung, *fine], NOW)
+    seen = client_seen([*hung, *fine], NOW)
     assert seen["node-2"].error_rate == 1.0
     assert seen["node-2"].latency_p99_ms is None  # nothing was answered
     assert seen["node-1"].error_rate == 0.0
     assert seen["node-1"].latency_p99_ms == pytest.approx(5.0)
 
 
-async def test_a_timeout_of_unknown_length_is_dated_at_its_send(
-    observer: RateLimiterObserver,
-) -> None:
+def test_a_timeout_of_unknown_length_is_dated_at_its_send() -> None:
     old = [_op(i, "node-2", NOW - 2.5 + i * 0.01, Outcome.TIMEOUT, latency=None) for i in range(10)]
-    assert "node-2" not in observer._client_seen(old, NOW)
+    assert "node-2" not in client_seen(old, NOW)
 
 
-async def test_too_few_requests_say_nothing(observer: RateLimiterObserver) -> None:
+def test_too_few_requests_say_nothing() -> None:
     few = [
         _op(i, "node-3", NOW - 0.5, Outcome.ERROR, latency=0.001)
         for i in range(MIN_CLIENT_SAMPLE - 1)
     ]
-    assert observer._client_seen(few, NOW) == {}
+    assert client_seen(few, NOW) == {}
 
 
-async def test_p99_is_of_answered_requests(observer: RateLimiterObserver) -> None:
+def test_p99_is_of_answered_requests() -> None:
     ops = [_op(i, "node-1", NOW - 0.9 + i * 0.005, Outcome.OK, latency=0.010) for i in range(99)]
     ops.append(_op(99, "node-1", NOW - 0.9, Outcome.REJECTED, latency=0.600))
     ops.append(_op(100, "node-1", NOW - 0.9, Outcome.ERROR, latency=0.900))  # not answered
-    seen = observer._client_seen(ops, NOW)["node-1"]
+    seen = client_seen(ops, NOW)["node-1"]
     assert seen.latency_p99_ms == pytest.approx(600.0)
     assert seen.error_rate == pytest.approx(1 / 101)
 
