@@ -31,6 +31,16 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"  # no answer in time: indeterminate, the subject may have acted
 
 
+class OpKind(enum.StrEnum):
+    """What an op asked for. A subject may use kinds of its own (any string); a consistency
+    model judges the kinds it knows (a register: read, write, compare-and-set)."""
+
+    REQUEST = "request"  # an opaque request (a rate limiter's check): the default
+    READ = "read"
+    WRITE = "write"
+    CAS = "cas"  # compare-and-set: write ``value`` if the register holds ``expected``
+
+
 class EpochClock:
     """Monotonic time expressed in epoch seconds, anchored to ``time.time()`` once."""
 
@@ -68,6 +78,13 @@ class Op:
     for a timeout. ``gave_up`` is, for an op that never got an answer, how many
     seconds after ``send`` the client stopped waiting (its timeout, or the moment the
     workload stopped), when known. All times are epoch seconds.
+
+    What it asked and what it saw: ``kind`` (an :class:`OpKind`, or a subject's own),
+    ``value`` (the value written; a CAS's new value), ``expected`` (the value a CAS compared
+    against) and ``result`` (the value a read returned, None when the key was absent; the
+    current value a failed CAS reported, None when unknown). An op whose outcome is
+    ``TIMEOUT`` is indeterminate (Jepsen's ``:info``): it may take effect at any time after
+    ``send``, or never.
     """
 
     index: int
@@ -79,6 +96,15 @@ class Op:
     outcome: Outcome
     detail: str | None = None
     gave_up: float | None = None
+    kind: str = OpKind.REQUEST
+    value: str | None = None
+    expected: str | None = None
+    result: str | None = None
+
+    @property
+    def indeterminate(self) -> bool:
+        """No answer came: the op may have taken effect, or not."""
+        return self.outcome is Outcome.TIMEOUT
 
     @property
     def resolved(self) -> float | None:
@@ -101,7 +127,9 @@ class Op:
         return self.send - self.scheduled
 
     def to_dict(self) -> dict[str, str | float | int | None]:
-        return {
+        """The op as JSON-ready values; the value fields only when set (a request's op
+        reads as it always did)."""
+        out: dict[str, str | float | int | None] = {
             "index": self.index,
             "target": self.target,
             "key": self.key,
@@ -112,6 +140,12 @@ class Op:
             "detail": self.detail,
             "gave_up": self.gave_up,
         }
+        if self.kind != OpKind.REQUEST:
+            out["kind"] = str(self.kind)
+        for name in ("value", "expected", "result"):
+            if (v := getattr(self, name)) is not None:
+                out[name] = v
+        return out
 
     @classmethod
     def from_dict(cls, raw: object) -> Op:
@@ -122,6 +156,7 @@ class Op:
             recv = raw["recv"]
             detail = raw.get("detail")
             gave_up = raw.get("gave_up")
+            value, expected, result = raw.get("value"), raw.get("expected"), raw.get("result")
             return cls(
                 index=int(raw["index"]),
                 target=str(raw["target"]),
@@ -132,11 +167,23 @@ class Op:
                 outcome=Outcome(raw["outcome"]),
                 detail=None if detail is None else str(detail),
                 gave_up=None if gave_up is None else float(gave_up),
+                kind=_kind(str(raw.get("kind", OpKind.REQUEST))),
+                value=None if value is None else str(value),
+                expected=None if expected is None else str(expected),
+                result=None if result is None else str(result),
             )
         except KeyError as exc:
             raise ValueError(f"malformed op {raw!r}: missing field {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed op {raw!r}: {exc}") from exc
+
+
+def _kind(text: str) -> str:
+    """A known kind as its :class:`OpKind`; a subject's own kind as the string it is."""
+    try:
+        return OpKind(text)
+    except ValueError:
+        return text
 
 
 class History:
@@ -145,16 +192,36 @@ class History:
     Ops are kept in the order they resolved; ``Op.index`` is their order in the
     schedule. Reads made while a workload runs should go through
     :meth:`snapshot`, which copies the list at one instant.
+
+    The workload also announces each op when it is sent (:meth:`invoked`), so a checker
+    can tell how far the history is complete: every op sent before :meth:`pending_since`
+    has resolved, and :meth:`in_flight` lists the others as indeterminate ops.
     """
 
-    __slots__ = ("_ops", "clock")
+    __slots__ = ("_in_flight", "_ops", "clock")
 
     def __init__(self, ops: Iterable[Op] = (), *, clock: EpochClock | None = None) -> None:
         self._ops: list[Op] = list(ops)
+        self._in_flight: dict[int, Op] = {}
         self.clock = clock if clock is not None else EpochClock()
 
+    def invoked(self, op: Op) -> None:
+        """An op was sent and has not resolved yet (its ``index`` identifies it)."""
+        self._in_flight[op.index] = op
+
     def append(self, op: Op) -> None:
+        """An op resolved (or was abandoned): record it, and it is no longer in flight."""
+        self._in_flight.pop(op.index, None)
         self._ops.append(op)
+
+    def in_flight(self) -> tuple[Op, ...]:
+        """Ops sent and not resolved yet, as the workload announced them (indeterminate)."""
+        return tuple(self._in_flight.values())
+
+    def pending_since(self) -> float | None:
+        """The earliest send among ops still in flight (None: none is): every op sent
+        before it has resolved and is in :meth:`snapshot`."""
+        return min((op.send for op in self._in_flight.values()), default=None)
 
     def __len__(self) -> int:
         return len(self._ops)
