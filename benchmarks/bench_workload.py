@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pytest_operator._history import History, Outcome
-from pytest_operator._workload import Response, Workload, steady, uniform
+from pytest_operator._workload import Call, Response, Workload, steady, uniform
 from subjects.ratelimiter.client import RateLimiterClient
 
 _REPLY_BODY = (
@@ -152,8 +152,8 @@ class HttpxClient:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
         self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
 
-    async def __call__(self, target: str, key: str) -> Response:
-        reply = await self._client.post(f"{self._urls[target]}/check", json={"key": key})
+    async def __call__(self, target: str, call: Call) -> Response:
+        reply = await self._client.post(f"{self._urls[target]}/check", json={"key": call.key})
         if reply.status_code != 200:
             return Response(Outcome.ERROR, f"HTTP {reply.status_code}")
         return Response(Outcome.OK if reply.json()["allowed"] else Outcome.REJECTED)

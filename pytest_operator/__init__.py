@@ -73,7 +73,7 @@ if TYPE_CHECKING:
         mesh_links,
     )
     from pytest_operator._diagnosis import Diagnosis, EngineUnavailable, Hypothesis
-    from pytest_operator._history import EpochClock, History, Op, Outcome
+    from pytest_operator._history import EpochClock, History, Op, OpKind, Outcome
     from pytest_operator._invariants import Category, Finding, Invariant, Violation
     from pytest_operator._monitor import MonitorRun
     from pytest_operator._process import free_ports, free_ports_at, process_start_time
@@ -91,16 +91,22 @@ if TYPE_CHECKING:
     from pytest_operator._subject import ClusterView, Subject, SubjectConfig, SubjectSession
     from pytest_operator._topology import Component, ComponentKind, Link, Topology
     from pytest_operator._workload import (
+        Call,
         KeyChooser,
         LatenessStats,
+        OpMix,
         Pattern,
+        RegisterOps,
         Requester,
+        Requests,
         Response,
         Workload,
         boundary_burst,
         burst,
         hot,
         ramp,
+        register_ops,
+        requests,
         steady,
         uniform,
         zipf,
@@ -172,7 +178,7 @@ _EXPORTS: dict[str, str] = {
         "_chaos",
     ),
     **dict.fromkeys(("Diagnosis", "EngineUnavailable", "Hypothesis"), "_diagnosis"),
-    **dict.fromkeys(("EpochClock", "History", "Op", "Outcome"), "_history"),
+    **dict.fromkeys(("EpochClock", "History", "Op", "OpKind", "Outcome"), "_history"),
     **dict.fromkeys(("Category", "Finding", "Invariant", "Violation"), "_invariants"),
     "MonitorRun": "_monitor",
     **dict.fromkeys(
@@ -192,16 +198,22 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Component", "ComponentKind", "Link", "Topology"), "_topology"),
     **dict.fromkeys(
         (
+            "Call",
             "KeyChooser",
             "LatenessStats",
+            "OpMix",
             "Pattern",
+            "RegisterOps",
             "Requester",
+            "Requests",
             "Response",
             "Workload",
             "boundary_burst",
             "burst",
             "hot",
             "ramp",
+            "register_ops",
+            "requests",
             "steady",
             "uniform",
             "zipf",
@@ -219,6 +231,7 @@ __all__ = [
     "Addresses",
     "Availability",
     "AvailabilityReport",
+    "Call",
     "Cassette",
     "CassetteMiss",
     "Category",
@@ -259,12 +272,16 @@ __all__ = [
     "MonitorRun",
     "Observation",
     "Op",
+    "OpKind",
+    "OpMix",
     "Outcome",
     "Param",
     "Pattern",
     "ProbeFailure",
     "ReadyCheck",
+    "RegisterOps",
     "Requester",
+    "Requests",
     "Response",
     "Risk",
     "Role",
@@ -303,6 +320,8 @@ __all__ = [
     "pause",
     "process_start_time",
     "ramp",
+    "register_ops",
+    "requests",
     "reset_peer",
     "restart_with_data_loss",
     "split",

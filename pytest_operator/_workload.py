@@ -1,12 +1,15 @@
 """The open-loop workload: requests leave on a fixed arrival schedule.
 
 A *pattern* is a small frozen value that yields arrival offsets (seconds after
-the start); a *key chooser* yields the key of each request; targets are taken
-round-robin (or at random). The :class:`Workload` launches every request as its
-own task at its scheduled time and never waits for earlier answers, so a slow
-subject cannot slow the offered load down (no coordinated omission). In-flight
-requests are capped at a high bound; past it a request is dropped and counted,
-never delayed. Every request that was sent lands in the :class:`History`.
+the start); a *key chooser* yields the key of each request; an *op mix* makes each
+arrival a :class:`Call` (an opaque request, or for a subject with a register model a
+read, a write of a unique value or a compare-and-set); targets are taken round-robin
+(or at random), or for a mix that routes kinds, from the targets it names. The
+:class:`Workload` launches every request as its own task at its scheduled time and
+never waits for earlier answers, so a slow subject cannot slow the offered load down
+(no coordinated omission). In-flight requests are capped at a high bound; past it a
+request is dropped and counted, never delayed. Every request that was sent lands in
+the :class:`History`.
 """
 
 from __future__ import annotations
@@ -22,28 +25,45 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-from pytest_operator._history import History, Op, Outcome
+from pytest_operator._history import History, Op, OpKind, Outcome
 
 # ---------------------------------------------------------------- the requester
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """What a client is asked to do: an op's kind, key and input values (see ``Op``)."""
+
+    key: str
+    kind: str = OpKind.REQUEST
+    value: str | None = None
+    expected: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
-    """What a requester reports for one request."""
+    """What a requester reports for one request.
+
+    ``result``: the value a read returned (None: the key was absent), or the current value
+    a failed compare-and-set reported (None: unknown).
+    """
 
     outcome: Outcome
     detail: str | None = None
+    result: str | None = None
 
 
 class Requester(Protocol):
-    """Sends one request to a target; a subject's client implements this.
+    """Sends one call to a target; a subject's client implements this.
 
     It maps the subject's answer onto an :class:`Outcome` and should not raise
     for the subject's failures (an exception is recorded as ``error``). It must
     bound its own network waits; the workload also applies a per-request timeout.
+    An answer that leaves unknown whether a write took effect (a timeout, a reply
+    that says the request may still commit) is ``timeout``: indeterminate.
     """
 
-    async def __call__(self, target: str, key: str) -> Response: ...
+    async def __call__(self, target: str, call: Call) -> Response: ...
 
     async def aclose(self) -> None: ...
 
@@ -327,6 +347,111 @@ def zipf(n: int, s: float = 1.1, *, seed: int = 0, prefix: str = "key-") -> Zipf
     return Zipf(n, s, seed, prefix)
 
 
+# ---------------------------------------------------------------- op mixes
+
+
+class OpMix(Protocol):
+    """Makes each arrival a call: a fresh, seeded stream (the same seed, the same calls)."""
+
+    def calls(self, keys: Iterator[str]) -> Iterator[Call]:
+        """One call per key drawn from ``keys``."""
+        ...
+
+    def route(self, kind: str) -> tuple[str, ...] | None:
+        """The targets calls of this kind go to (None: every target of the workload)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """Every arrival an opaque request on its key (a rate limiter's check)."""
+
+    def calls(self, keys: Iterator[str]) -> Iterator[Call]:
+        return (Call(key) for key in keys)
+
+    def route(self, kind: str) -> tuple[str, ...] | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterOps:
+    """Reads, writes and compare-and-sets in the given proportions (Jepsen's register).
+
+    Every write and CAS writes a value unique in this stream (``"1"``, ``"2"``, ...), so a
+    value seen tells which op wrote it; a CAS expects the last value this stream asked to
+    write to its key (None, absent, before any). ``reads_on`` / ``writes_on`` send reads /
+    writes and CAS only to those targets (Jepsen's clients bound to nodes).
+    """
+
+    read: float = 0.5
+    write: float = 0.3
+    cas: float = 0.2
+    seed: int = 0
+    reads_on: tuple[str, ...] | None = None
+    writes_on: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("read", "write", "cas"):
+            weight = getattr(self, name)
+            if not (weight >= 0 and math.isfinite(weight)):
+                raise ValueError(
+                    f"register_ops {name} must be a finite weight >= 0, got {weight!r}"
+                )
+        if self.read + self.write + self.cas <= 0:
+            raise ValueError("register_ops needs a positive weight for read, write or cas")
+        for name in ("reads_on", "writes_on"):
+            targets = getattr(self, name)
+            if targets is not None and (not targets or isinstance(targets, str)):
+                raise ValueError(f"register_ops {name} must be a non-empty list of targets")
+
+    def calls(self, keys: Iterator[str]) -> Iterator[Call]:
+        rng = random.Random(self.seed)
+        written: dict[str, str] = {}
+        values = itertools.count(1)
+        kinds = (OpKind.READ, OpKind.WRITE, OpKind.CAS)
+        weights = (self.read, self.write, self.cas)
+        for key in keys:
+            kind = rng.choices(kinds, weights)[0]
+            if kind is OpKind.READ:
+                yield Call(key, OpKind.READ)
+                continue
+            value = str(next(values))
+            yield Call(key, kind, value, written.get(key) if kind is OpKind.CAS else None)
+            written[key] = value
+
+    def route(self, kind: str) -> tuple[str, ...] | None:
+        return self.reads_on if kind == OpKind.READ else self.writes_on
+
+
+def requests() -> Requests:
+    return Requests()
+
+
+def register_ops(
+    read: float = 0.5,
+    write: float = 0.3,
+    cas: float = 0.2,
+    *,
+    seed: int = 0,
+    reads_on: Sequence[str] | None = None,
+    writes_on: Sequence[str] | None = None,
+) -> RegisterOps:
+    return RegisterOps(
+        read,
+        write,
+        cas,
+        seed,
+        None if reads_on is None else _names("reads_on", reads_on),
+        None if writes_on is None else _names("writes_on", writes_on),
+    )
+
+
+def _names(what: str, targets: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(targets, str):
+        raise TypeError(f"register_ops {what} takes a list of targets, got the string {targets!r}")
+    return tuple(targets)
+
+
 # ---------------------------------------------------------------- the workload
 
 
@@ -357,7 +482,8 @@ class Workload:
     its schedule an arrival may still be sent (seconds): past either, arrivals
     are dropped and counted in :attr:`dropped`, so an overloaded generator
     sheds load visibly instead of spiralling. ``choice`` is ``"round_robin"``
-    or ``"random"`` (seeded by ``seed``).
+    or ``"random"`` (seeded by ``seed``). ``ops`` is the default op mix
+    (:func:`requests` when None); ``start`` may pass another.
     """
 
     def __init__(
@@ -371,6 +497,7 @@ class Workload:
         max_lag: float = 1.0,
         choice: str = "round_robin",
         seed: int = 0,
+        ops: OpMix | None = None,
     ) -> None:
         if not targets or isinstance(targets, str):
             raise ValueError(f"a workload needs a non-empty sequence of targets, got {targets!r}")
@@ -390,6 +517,7 @@ class Workload:
         self.max_lag = max_lag
         self.choice = choice
         self.seed = seed
+        self.ops: OpMix = ops if ops is not None else Requests()
         self.dropped = 0
         self._lateness: list[float] = []
         self._driver: asyncio.Task[None] | None = None
@@ -410,18 +538,22 @@ class Workload:
         keys: KeyChooser | Sequence[str] | str = "hot",
         *,
         duration: float | None = None,
+        ops: OpMix | None = None,
     ) -> None:
         """Start sending in a background task and return at once.
 
         ``keys`` is a key chooser, one key, or a list of keys (chosen uniformly);
-        ``duration`` cuts the pattern off after that many seconds.
+        ``duration`` cuts the pattern off after that many seconds; ``ops`` makes each
+        arrival a call (None: the workload's default mix).
         """
         if self._driver is not None:
             raise RuntimeError("the workload is already started; stop() it first")
         _check_duration("workload duration", duration)
         chooser = _as_chooser(keys)
+        mix = ops if ops is not None else self.ops
+        router = _Router(self.targets, mix, self.choice, self.seed)
         self._driver = asyncio.create_task(
-            self._drive(pattern, chooser, duration), name="workload-driver"
+            self._drive(pattern, chooser, mix, router, duration), name="workload-driver"
         )
 
     async def wait(self) -> None:
@@ -463,11 +595,13 @@ class Workload:
         pattern: Pattern,
         keys: KeyChooser | Sequence[str] | str = "hot",
         duration: float | None = None,
+        *,
+        ops: OpMix | None = None,
     ) -> History:
         """Run a pattern to its end (or for ``duration`` seconds), drain, return the history."""
         if duration is None and _open_ended(pattern):
             raise ValueError("an open-ended pattern needs a duration to run()")
-        await self.start(pattern, keys, duration=duration)
+        await self.start(pattern, keys, duration=duration, ops=ops)
         try:
             await self.wait()
         finally:
@@ -505,20 +639,19 @@ class Workload:
 
     # -- internals
 
-    async def _drive(self, pattern: Pattern, keys: KeyChooser, duration: float | None) -> None:
+    async def _drive(
+        self,
+        pattern: Pattern,
+        keys: KeyChooser,
+        mix: OpMix,
+        router: _Router,
+        duration: float | None,
+    ) -> None:
         clock = self.history.clock
         loop = asyncio.get_running_loop()
         start_mono = time.monotonic()
         start_epoch = clock.to_epoch(start_mono)
-        key_stream = keys.stream()
-        if self.choice == "random":
-            rng = random.Random(self.seed)
-            targets = self.targets
-            target_stream: Iterator[str] = (
-                targets[rng.randrange(len(targets))] for _ in itertools.count()
-            )
-        else:
-            target_stream = itertools.cycle(self.targets)
+        calls = mix.calls(keys.stream())
         launched_without_yield = 0
         for offset in pattern.offsets(start_epoch):
             if duration is not None and offset >= duration:
@@ -532,40 +665,57 @@ class Workload:
                 launched_without_yield = 0
                 await asyncio.sleep(0)
             launched_without_yield += 1
-            target, key = next(target_stream), next(key_stream)
+            call = next(calls)
+            target = router.target(call.kind)
             if len(self._in_flight) >= self.max_in_flight or -delay > self.max_lag:
                 self.dropped += 1
                 continue
-            task = loop.create_task(self._one(next(self._index), target, key, clock.to_epoch(due)))
+            task = loop.create_task(self._one(next(self._index), target, call, clock.to_epoch(due)))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _one(self, index: int, target: str, key: str, scheduled: float) -> None:
+    async def _one(self, index: int, target: str, call: Call, scheduled: float) -> None:
         clock = self.history.clock
         send = clock.now()
         self._lateness.append(send - scheduled)
+
+        def op(
+            recv: float | None,
+            outcome: Outcome,
+            detail: str | None,
+            gave_up: float | None = None,
+            result: str | None = None,
+        ) -> Op:
+            return Op(
+                index,
+                target,
+                call.key,
+                scheduled,
+                send,
+                recv,
+                outcome,
+                detail,
+                gave_up,
+                call.kind,
+                call.value,
+                call.expected,
+                result,
+            )
+
+        self.history.invoked(op(None, Outcome.TIMEOUT, "in flight"))
         recv: float | None
         gave_up: float | None = None
+        result: str | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self.requester(target, key)
+                response = await self.requester(target, call)
             recv = clock.now()
-            outcome, detail = response.outcome, response.detail
+            outcome, detail, result = response.outcome, response.detail, response.result
         except TimeoutError:
             recv, outcome, detail = None, Outcome.TIMEOUT, f"no answer within {self.timeout} s"
         except asyncio.CancelledError:
             self.history.append(
-                Op(
-                    index,
-                    target,
-                    key,
-                    scheduled,
-                    send,
-                    None,
-                    Outcome.TIMEOUT,
-                    "cancelled at stop",
-                    gave_up=clock.now() - send,
-                )
+                op(None, Outcome.TIMEOUT, "cancelled at stop", gave_up=clock.now() - send)
             )
             raise
         except Exception as exc:
@@ -574,10 +724,41 @@ class Workload:
             # However the timeout was noticed (here, or by the requester's own clock), the
             # client waited until now and never learnt the outcome: no receive time.
             gave_up = (recv if recv is not None else clock.now()) - send
-            recv = None
-        self.history.append(
-            Op(index, target, key, scheduled, send, recv, outcome, detail, gave_up=gave_up)
-        )
+            recv, result = None, None
+        self.history.append(op(recv, outcome, detail, gave_up, result))
+
+
+class _Router:
+    """Picks each call's target: round robin (or seeded random) over the workload's
+    targets, or over the targets the op mix routes the call's kind to."""
+
+    def __init__(self, targets: tuple[str, ...], mix: OpMix, choice: str, seed: int) -> None:
+        self._targets = targets
+        self._mix = mix
+        self._choice = choice
+        self._rng = random.Random(seed)
+        self._streams: dict[tuple[str, ...], Iterator[str]] = {}
+        for kind in OpKind:
+            routed = mix.route(kind)
+            if routed is not None:
+                unknown = sorted(set(routed) - set(targets))
+                if unknown:
+                    raise ValueError(
+                        f"the op mix routes {kind} calls to unknown target(s)"
+                        f" {', '.join(unknown)}; targets: {', '.join(targets)}"
+                    )
+
+    def target(self, kind: str) -> str:
+        pool = self._mix.route(kind) or self._targets
+        stream = self._streams.get(pool)
+        if stream is None:
+            if self._choice == "random":
+                rng = self._rng
+                stream = (pool[rng.randrange(len(pool))] for _ in itertools.count())
+            else:
+                stream = itertools.cycle(pool)
+            self._streams[pool] = stream
+        return next(stream)
 
 
 def _as_chooser(keys: KeyChooser | Sequence[str] | str) -> KeyChooser:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from pytest_operator import Outcome, Response
+from pytest_operator import Call, Outcome, Response
 
 KEY_PREFIX = "pytest-operator/workload/"
 TIMEOUT = 1.0
@@ -63,7 +63,8 @@ class EtcdClient:
         )
         self._counters: dict[str, itertools.count[int]] = {}
 
-    async def __call__(self, target: str, key: str) -> Response:
+    async def __call__(self, target: str, call: Call) -> Response:
+        key = call.key
         n = next(self._counters.setdefault(key, itertools.count()))
         if n % 2 == 0:
             return await self.put(target, key, str(n // 2))

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from pytest_operator._history import Outcome
-from pytest_operator._workload import Response
+from pytest_operator._history import OpKind, Outcome
+from pytest_operator._workload import Call, Response
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
@@ -203,10 +203,12 @@ class RateLimiterClient:
         self._pools = {name: _Pool(url, max_connections) for name, url in urls.items()}
         self._closed = False
 
-    async def __call__(self, target: str, key: str) -> Response:
+    async def __call__(self, target: str, call: Call) -> Response:
+        if call.kind != OpKind.REQUEST:
+            return Response(Outcome.ERROR, f"the rate limiter takes checks only, not {call.kind}")
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await self._post(target, key, self.cost)
+                reply = await self._post(target, call.key, self.cost)
         except TimeoutError:
             return Response(Outcome.TIMEOUT, f"no reply within {self.timeout} s")
         except (OSError, HttpError) as exc:

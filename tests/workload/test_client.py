@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from pytest_operator._history import Outcome
+from pytest_operator._workload import Call
 from subjects.ratelimiter.client import Decision, HttpError, RateLimiterClient, parse_reply
 from tests.workload.standin import StandinNode
 
@@ -36,7 +37,7 @@ async def test_replies_map_to_outcomes(
 ) -> None:
     client = RateLimiterClient({"n1": node.url}, timeout=5.0)
     try:
-        response = await client("n1", key)
+        response = await client("n1", Call(key))
     finally:
         await client.aclose()
     assert response.outcome is outcome
@@ -49,7 +50,7 @@ async def test_replies_map_to_outcomes(
 async def test_the_request_on_the_wire(node: StandinNode) -> None:
     client = RateLimiterClient({"n1": node.url + "/"}, timeout=5.0)
     try:
-        await client("n1", 'a "quoted" key')
+        await client("n1", Call('a "quoted" key'))
     finally:
         await client.aclose()
     assert node.requests == [
@@ -61,11 +62,11 @@ async def test_connections_are_kept_alive_and_replaced_when_closed(node: Standin
     client = RateLimiterClient({"n1": node.url}, timeout=5.0)
     try:
         for _ in range(20):
-            assert (await client("n1", "allow")).outcome is Outcome.OK
+            assert (await client("n1", Call("allow"))).outcome is Outcome.OK
         assert node.connections == 1
-        assert (await client("n1", "close")).outcome is Outcome.OK
-        assert (await client("n1", "chunked")).outcome is Outcome.OK
-        assert (await client("n1", "allow")).outcome is Outcome.OK
+        assert (await client("n1", Call("close"))).outcome is Outcome.OK
+        assert (await client("n1", Call("chunked"))).outcome is Outcome.OK
+        assert (await client("n1", Call("allow"))).outcome is Outcome.OK
         assert node.connections == 2
     finally:
         await client.aclose()
@@ -77,9 +78,9 @@ async def test_a_stale_keep_alive_connection_is_retried_once_on_a_new_one(
     client = RateLimiterClient({"n1": node.url}, timeout=5.0)
     try:
         # The node answers with keep-alive headers, then closes: the pooled connection is stale.
-        assert (await client("n1", "silent-close")).outcome is Outcome.OK
+        assert (await client("n1", Call("silent-close"))).outcome is Outcome.OK
         await asyncio.sleep(0.05)
-        assert (await client("n1", "allow")).outcome is Outcome.OK
+        assert (await client("n1", Call("allow"))).outcome is Outcome.OK
     finally:
         await client.aclose()
     assert [r[3]["key"] for r in node.requests] == ["silent-close", "allow"]
@@ -89,7 +90,7 @@ async def test_a_stale_keep_alive_connection_is_retried_once_on_a_new_one(
 async def test_concurrent_checks_open_connections_in_parallel(node: StandinNode) -> None:
     client = RateLimiterClient({"n1": node.url}, timeout=5.0)
     try:
-        responses = await asyncio.gather(*(client("n1", "slow:0.2") for _ in range(10)))
+        responses = await asyncio.gather(*(client("n1", Call("slow:0.2")) for _ in range(10)))
     finally:
         await client.aclose()
     assert {r.outcome for r in responses} == {Outcome.OK}
@@ -99,7 +100,7 @@ async def test_concurrent_checks_open_connections_in_parallel(node: StandinNode)
 async def test_a_slow_node_times_out(node: StandinNode) -> None:
     client = RateLimiterClient({"n1": node.url}, timeout=0.2)
     try:
-        response = await client("n1", "slow:2")
+        response = await client("n1", Call("slow:2"))
     finally:
         await client.aclose()
     assert response.outcome is Outcome.TIMEOUT
@@ -112,7 +113,7 @@ async def test_a_refused_connection_is_an_error() -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         client = RateLimiterClient({"n1": f"http://127.0.0.1:{port}"}, timeout=2.0)
         try:
-            response = await client("n1", "allow")
+            response = await client("n1", Call("allow"))
         finally:
             await client.aclose()
     assert response.outcome is Outcome.ERROR
@@ -145,7 +146,7 @@ async def test_bad_configuration_and_targets_are_named(node: StandinNode) -> Non
     client = RateLimiterClient({"n1": node.url, "n2": node.url})
     try:
         with pytest.raises(ValueError, match=r"^unknown target 'n9' \(known: n1, n2\)$"):
-            await client("n9", "allow")
+            await client("n9", Call("allow"))
     finally:
         await client.aclose()
 
