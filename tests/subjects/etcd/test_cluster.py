@@ -15,11 +15,11 @@ import pytest_asyncio
 
 from pytest_operator import ActionError, ChaosUnsupported, Risk, clock_skew
 from pytest_operator._cluster import EmbeddedCluster
-from pytest_operator._history import History, Outcome
+from pytest_operator._history import History, OpKind, Outcome
 from pytest_operator._invariants import Finding
 from pytest_operator._monitor import wait_healthy
 from pytest_operator._signals import Observation, ProbeFailure, Role
-from pytest_operator._workload import Call
+from pytest_operator._workload import Call, Response
 from subjects.etcd import subject
 from subjects.etcd.adapter import EtcdSession
 from subjects.etcd.client import KEY_PREFIX, EtcdClient
@@ -135,19 +135,20 @@ async def test_the_requester_writes_and_reads_through_the_client_links_and_reset
     cluster: EmbeddedCluster, session: EtcdSession
 ) -> None:
     requester = session.requester()
-    assert isinstance(requester, EtcdClient)
+    assert isinstance(requester, EtcdClient) and not requester.serializable
     for m in MEMBERS:  # through the proxy, not the member's own address
         assert requester.urls[m] == cluster.client_url(m) != cluster.address(m).url()
-    outcomes = [await requester(m, Call(f"k-{m}")) for m in MEMBERS for _ in range(2)]
-    assert [r.outcome for r in outcomes] == [Outcome.OK] * 6, outcomes
+    for m in MEMBERS:
+        assert await requester(m, Call(f"k-{m}", OpKind.WRITE, m)) == Response(Outcome.OK)
+        assert await requester(m, Call(f"k-{m}", OpKind.READ)) == Response(Outcome.OK, result=m)
     stored = await read_prefix(cluster, "etcd-3")
-    assert stored == {f"{KEY_PREFIX}k-{m}": "0" for m in MEMBERS}
+    assert stored == {f"{KEY_PREFIX}k-{m}": m for m in MEMBERS}
     assert (await requester.put("etcd-2", "k-x", "7")).outcome is Outcome.OK
     assert (await read_prefix(cluster, "etcd-1"))[f"{KEY_PREFIX}k-x"] == "7"
     await session.reset()
     assert await read_prefix(cluster, "etcd-1") == {}
     with pytest.raises(ValueError, match="unknown target 'etcd-9'"):
-        await requester("etcd-9", Call("k"))
+        await requester("etcd-9", Call("k", OpKind.READ))
 
 
 async def read_prefix(cluster: EmbeddedCluster, member: str) -> dict[str, str]:
@@ -185,10 +186,10 @@ async def test_a_killed_follower_is_refused_and_the_others_keep_their_leader(
     assert obs.component(victim).probe_failure is ProbeFailure.REFUSED  # type: ignore[union-attr]
     assert names(member_down(obs)) == {victim}
     assert not no_leader(obs) and leaders(obs) == [leader]
-    reply = await requester(victim, Call("k"))
+    reply = await requester(victim, Call("k", OpKind.READ))
     assert reply.outcome is Outcome.ERROR, reply
     other = next(m for m in MEMBERS if m not in (leader, victim))
-    assert (await requester(other, Call("k"))).outcome is Outcome.OK
+    assert (await requester(other, Call("k", OpKind.WRITE, "1"))).outcome is Outcome.OK
     await cluster.reset()  # restarts it on its data: it rejoins as a follower
     obs = await until(session.observe, settled)
     assert leaders(obs) == [leader]
@@ -209,8 +210,8 @@ async def test_a_frozen_member_costs_one_probe_timeout_and_clients_time_out(
         c = obs.component(victim)
         assert c is not None and not c.reachable and c.probe_failure is ProbeFailure.TIMEOUT
         started = time.monotonic()
-        reply = await requester(victim, Call("k"))
-        assert reply.outcome is Outcome.TIMEOUT, reply
+        reply = await requester(victim, Call("k", OpKind.WRITE, "1"))
+        assert reply.outcome is Outcome.TIMEOUT, reply  # it may still commit: indeterminate
         assert time.monotonic() - started < 3.0
         # the leader hears nothing from it: its link to the frozen member goes down
         await until(
@@ -303,14 +304,14 @@ async def test_a_cut_client_link_fails_that_members_requests_only(
     proxy = cluster.proxy_name("client", "etcd-1")
     await cluster.toxiproxy.disable(proxy)
     try:
-        reply = await requester("etcd-1", Call("k"))
-        assert reply.outcome in (Outcome.ERROR, Outcome.TIMEOUT), reply
-        assert (await requester("etcd-2", Call("k"))).outcome is Outcome.OK
+        reply = await requester("etcd-1", Call("k", OpKind.WRITE, "1"))
+        assert reply.outcome is Outcome.ERROR, reply  # refused: it surely never left
+        assert (await requester("etcd-2", Call("k", OpKind.WRITE, "2"))).outcome is Outcome.OK
         obs = await session.observe()  # the monitor reaches etcd-1 directly: still up
         assert obs.component("etcd-1").reachable  # type: ignore[union-attr]
     finally:
         await cluster.toxiproxy.enable(proxy)
-    assert (await requester("etcd-1", Call("k"))).outcome is Outcome.OK
+    assert (await requester("etcd-1", Call("k", OpKind.READ))) == Response(Outcome.OK, result="2")
 
 
 def leader_change_check(session: EtcdSession) -> Callable[[Observation], Sequence[Finding]]:
