@@ -29,6 +29,8 @@ they see, quorum. Over them:
 - isolation(c): c answers the monitor but lost quorum (it sees no leader, or still
   claims a leadership nobody follows) while the others kept or elected a leader; its
   term rises past theirs; every mesh link to and from c fails, the others' stay up;
+  clients see safety broken at c alone (stale reads: it serves state it can no longer
+  update);
 - split(groups): the members of groups without a majority lost quorum while a
   majority group kept it (or nobody has quorum, when no group holds a majority); the
   links across the groups fail, those within them stay up. The candidate groups are
@@ -626,6 +628,8 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
         last = mv.last_leader()
         under = f" under {last[0]}" if last is not None and last[0] != c else ""
         s.add(2, f"the others kept quorum{under}", last[1] if last else None)
+        if m.lost_at is not None:
+            _stale_at(s, c, f)
     silent = [n for n in others if mv.members[n].is_silent]
     if silent:
         s.add(
@@ -678,6 +682,26 @@ def _isolation(c: str, f: _Features, mv: MeshView) -> _Scorer | None:
         )
     _explains(s, f, {c, *mv.mesh} | f.dependents[c], ANY, f"nothing violated at {c} or its group")
     return s
+
+
+def _stale_at(s: _Scorer, c: str, f: _Features) -> None:
+    """Called when ``c`` lost quorum while a majority of the others kept it. The client
+    history's safety violations at ``c`` (reads that saw values the others had already
+    overwritten) are what such a member does: cut off, it keeps serving the state it has
+    and can no longer update. Violations at other members too are more than its state."""
+    cf = f.components.get(c)
+    if cf is None or not cf.safety:
+        return
+    elsewhere = sorted(f.safety_components - {c})
+    if elsewhere:
+        s.add(-1, f"clients saw safety broken at {_names(elsewhere)} too, not only at {c}")
+        return
+    s.add(
+        2,
+        f"clients saw safety broken only at {c} ({cf.safety} observation(s)): cut off from"
+        " the quorum, it served state it could no longer update",
+        cf.safety_at,
+    )
 
 
 def _split_candidates(mv: MeshView) -> list[RootCause]:

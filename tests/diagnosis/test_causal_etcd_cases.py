@@ -10,6 +10,8 @@ of variants the scenarios do not have (see the comment in EXPECTED).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ import pytest
 from pytest_operator._causal import CausalEngine
 from pytest_operator._causes import FaultKind, RootCause
 from pytest_operator._consensus import mesh_of
+from pytest_operator._diagnosis import Case, Diagnosis
+from pytest_operator._invariants import Category, Violation
 from pytest_operator._prompt import build_prompt
 from pytest_operator._serde import case_from_json, case_to_json
+from pytest_operator._signals import SafetyViolation
 
 CASES = Path(__file__).parent / "etcd-cases"
 
@@ -74,3 +79,49 @@ def test_real_consensus_case_round_trips_and_fits_the_prompt(name: str) -> None:
     case = case_from_json(text)
     assert case_to_json(case) == text
     assert build_prompt(case).size < 24_000
+
+
+def with_stale_reads(case: Case, at: Sequence[str], since: float) -> Case:
+    """``case`` with the client history's stale reads at the members ``at``, reported in
+    every observation from ``since`` on, and a confirmed consistency violation at each."""
+    observations = tuple(
+        dataclasses.replace(
+            obs,
+            safety=tuple(
+                SafetyViolation("linearizable", (m,), 1.0, 0.0, obs.at, "a stale read") for m in at
+            ),
+        )
+        if obs.at >= since
+        else obs
+        for obs in case.observations
+    )
+    violations = tuple(
+        Violation("linearizable", Category.CONSISTENCY, m, "a stale read", since, since) for m in at
+    )
+    return dataclasses.replace(
+        case, observations=observations, violations=case.violations + violations
+    )
+
+
+def score_of(d: Diagnosis, cause: RootCause) -> float:
+    return next(h.score for h in d.hypotheses if h.cause.matches(cause))
+
+
+@pytest.mark.parametrize("name", ["3n-minority_partition", "5n-variant-isolated_follower"])
+def test_stale_reads_at_an_isolated_member_add_to_its_isolation_alone(name: str) -> None:
+    case = case_from_json((CASES / f"{name}.json").read_text())
+    expected = EXPECTED[name]
+    assert expected is not None
+    before = CausalEngine().diagnose_now(case)
+    mid = case.observations[len(case.observations) // 2].at
+    stale = CausalEngine().diagnose_now(with_stale_reads(case, [expected.component], mid))
+    assert stale.rank_of(expected) == 1, stale.top_causes(3)
+    assert score_of(stale, expected) == score_of(before, expected) + 2
+    assert stale.top is not None and any("only at" in e.text for e in stale.top.evidence_for)
+    # the traffic hypotheses stay out: the infrastructure explains the stale reads
+    kinds = {h.cause.kind for h in stale.hypotheses}
+    assert not kinds & {FaultKind.MISCONFIGURATION, FaultKind.OVERLOAD}, stale.top_causes(5)
+    # stale reads at another member too are more than the isolated member's state
+    other = next(m for m in mesh_of(case.topology) if m != expected.component)
+    both = CausalEngine().diagnose_now(with_stale_reads(case, [expected.component, other], mid))
+    assert score_of(both, expected) == score_of(before, expected) - 1
