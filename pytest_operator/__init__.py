@@ -74,7 +74,22 @@ if TYPE_CHECKING:
     )
     from pytest_operator._diagnosis import Diagnosis, EngineUnavailable, Hypothesis
     from pytest_operator._history import EpochClock, History, Op, OpKind, Outcome
-    from pytest_operator._invariants import Category, Finding, Invariant, Violation
+    from pytest_operator._invariants import (
+        Category,
+        Finding,
+        Invariant,
+        Violation,
+        history_invariant,
+    )
+    from pytest_operator._linearizable import (
+        Anomaly,
+        AnomalyKind,
+        CheckResult,
+        LinearizabilityWatch,
+        Model,
+        Register,
+    )
+    from pytest_operator._linearizable import check as check_linearizable
     from pytest_operator._monitor import MonitorRun
     from pytest_operator._process import free_ports, free_ports_at, process_start_time
     from pytest_operator._selectors import Selector, follower, leader
@@ -179,7 +194,21 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("Diagnosis", "EngineUnavailable", "Hypothesis"), "_diagnosis"),
     **dict.fromkeys(("EpochClock", "History", "Op", "OpKind", "Outcome"), "_history"),
-    **dict.fromkeys(("Category", "Finding", "Invariant", "Violation"), "_invariants"),
+    **dict.fromkeys(
+        ("Category", "Finding", "Invariant", "Violation", "history_invariant"), "_invariants"
+    ),
+    **dict.fromkeys(
+        (
+            "Anomaly",
+            "AnomalyKind",
+            "CheckResult",
+            "LinearizabilityWatch",
+            "Model",
+            "Register",
+        ),
+        "_linearizable",
+    ),
+    "check_linearizable": "_linearizable:check",
     "MonitorRun": "_monitor",
     **dict.fromkeys(
         (
@@ -229,6 +258,8 @@ __all__ = [
     "ActionError",
     "Address",
     "Addresses",
+    "Anomaly",
+    "AnomalyKind",
     "Availability",
     "AvailabilityReport",
     "Call",
@@ -237,6 +268,7 @@ __all__ = [
     "Category",
     "CausalEngine",
     "ChaosUnsupported",
+    "CheckResult",
     "ClaudeEngine",
     "ClaudeResponseError",
     "ClientSeen",
@@ -266,9 +298,11 @@ __all__ = [
     "Latency",
     "LatencyReport",
     "LatenessStats",
+    "LinearizabilityWatch",
     "Link",
     "LinkSignals",
     "LinkSpec",
+    "Model",
     "MonitorRun",
     "Observation",
     "Op",
@@ -279,6 +313,7 @@ __all__ = [
     "Pattern",
     "ProbeFailure",
     "ReadyCheck",
+    "Register",
     "RegisterOps",
     "Requester",
     "Requests",
@@ -302,12 +337,14 @@ __all__ = [
     "blackhole",
     "boundary_burst",
     "burst",
+    "check_linearizable",
     "client_seen",
     "clock_skew",
     "compose",
     "follower",
     "free_ports",
     "free_ports_at",
+    "history_invariant",
     "hot",
     "isolate",
     "kill",
@@ -335,10 +372,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module 'pytest_operator' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pytest_operator.{module}"), name)
+    module, _, attr = where.partition(":")  # "module:attr" exports attr under another name
+    value = getattr(importlib.import_module(f"pytest_operator.{module}"), attr or name)
     globals()[name] = value
     return value
 

@@ -10,7 +10,9 @@ every fault has healed, so its window is known):
 - parameters: trial and engine;
 - attachments per monitor run: the timeline as JSON and as a readable table, and a
   PNG of requests per 100 ms by outcome and their latency, fault window shaded and
-  detection marked; per diagnosis, its markdown; the history summary.
+  detection marked; per diagnosis, its markdown; the history summary;
+- per consistency check (``operator.check_history()``): the verdict as JSON and each
+  anomaly's smallest failing stretch of the history as a timeline picture.
 
 At the end of the session it writes ``categories.json`` (not detected,
 misdiagnosed, harness error, subject error), ``environment.properties``,
@@ -48,6 +50,7 @@ from pytest_operator._causes import FaultKind, RootCause
 from pytest_operator._checkers import availability, latency
 from pytest_operator._fixtures import OPERATOR
 from pytest_operator._history import History, Op
+from pytest_operator._linearizable import CheckResult
 from pytest_operator._monitor import MonitorRun
 from pytest_operator._operator import Operator
 from pytest_operator._serde import to_data
@@ -354,6 +357,26 @@ class AllureReporting:
             )
         if history is not None:
             allure.attach(history_summary(ops), "history summary", allure.attachment_type.TEXT)
+        for n, result in enumerate(op.checks, 1):
+            self.attach_check(result, f" ({n})" if len(op.checks) > 1 else "")
+
+    def attach_check(self, result: CheckResult, suffix: str) -> None:
+        """A consistency check: its verdict as JSON, and each anomaly's smallest failing
+        stretch of the history as a timeline picture."""
+        from pytest_operator._plots import anomaly_plot
+
+        verdict = "valid" if result.valid else "NOT valid"
+        allure.attach(
+            result.to_json(),
+            f"{result.model} check: {verdict}{suffix}.json",
+            allure.attachment_type.JSON,
+        )
+        for anomaly in result.anomalies:
+            allure.attach(
+                anomaly_plot(anomaly),
+                f"{anomaly.kind} on {anomaly.key}{suffix}",
+                allure.attachment_type.PNG,
+            )
 
     # ------------------------------------------------------------ session
 

@@ -202,7 +202,9 @@ def chaos(
 async def workload(subject: SubjectSession, history: History) -> AsyncIterator[Workload]:
     from pytest_operator._workload import Workload
 
-    wl = Workload(subject.requester(), subject.targets, history)
+    model = subject.model
+    ops = model.ops() if model is not None else None
+    wl = Workload(subject.requester(), subject.targets, history, ops=ops)
     try:
         yield wl
     finally:
@@ -213,6 +215,7 @@ async def workload(subject: SubjectSession, history: History) -> AsyncIterator[W
 def operator(
     request: pytest.FixtureRequest,
     subject: SubjectSession,
+    history: History,
     injections: InjectionLog,
     operator_options: OperatorOptions,
     operator_engines: list[DiagnosisEngine],
@@ -220,6 +223,7 @@ def operator(
     op = Operator(
         subject,
         injections,
+        history=history,
         interval=operator_options.observe_interval,
         engines=operator_engines,
     )

@@ -67,3 +67,33 @@ class Violation:
 
     def describe(self) -> str:
         return f"{self.invariant}@{self.component}: {self.message}"
+
+
+def history_invariant(
+    name: str,
+    property: str,
+    category: Category = Category.CONSISTENCY,
+    *,
+    description: str = "",
+    grace: float = 0.0,
+) -> Invariant:
+    """An invariant over what a history checker found: every safety violation the
+    observation carries for ``property`` (a checker's name, as in
+    ``SafetyViolation.property``) is a finding at each component it names. A subject
+    whose observer runs a history checker (a linearizability watch, say) declares it so."""
+
+    def check(obs: Observation) -> list[Finding]:
+        return [
+            Finding(component, v.detail or f"{property} broken", v.observed)
+            for v in obs.safety
+            if v.property == property
+            for component in v.components
+        ]
+
+    return Invariant(
+        name,
+        category,
+        check,
+        description=description or f"the client history satisfies {property}",
+        grace=grace,
+    )

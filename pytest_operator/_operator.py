@@ -1,8 +1,9 @@
 """The operator: what a scenario holds to monitor the subject and judge a fault.
 
 It ties one test's pieces together: the subject session (observe, invariants,
-actions), the faults injected so far (their ground truth and injection times), and
-the monitor. Each monitor run is kept, so reports can show every timeline.
+actions), the faults injected so far (their ground truth and injection times), the
+client history, and the monitor. Each monitor run is kept, so reports can show every
+timeline; so is each check of the history against the subject's consistency model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pytest_operator._monitor import Monitor, MonitorRun
 
 if TYPE_CHECKING:
     from pytest_operator._chaos import Injection
+    from pytest_operator._history import History
+    from pytest_operator._linearizable import CheckResult
     from pytest_operator._subject import SubjectSession
 
 
@@ -79,8 +82,11 @@ class Operator:
         *,
         interval: float,
         engines: Sequence[DiagnosisEngine] = (),
+        history: History | None = None,
     ) -> None:
         self.session = session
+        self.history = history
+        self.checks: list[CheckResult] = []
         self.injections = injections
         self.interval = interval
         self.engines = tuple(engines)
@@ -104,6 +110,25 @@ class Operator:
         run.fault_at = self.injections.first_injected_at(before=run.ended_at)
         self.runs.append(run)
         return run
+
+    def check_history(self) -> CheckResult:
+        """Judge the client history so far against the subject's consistency model (a
+        register: linearizability, per key). Ops still in flight count as indeterminate.
+        The result is kept for the report (its anomalies, their stretch as a picture)."""
+        from pytest_operator._linearizable import check
+
+        model = self.session.model
+        if model is None:
+            raise AssertionError(
+                "this subject declares no consistency model (its session's model is None):"
+                " there is nothing to check the history against"
+            )
+        if self.history is None:
+            raise AssertionError("this operator was made without the test's history")
+        ops = self.history.snapshot() + self.history.in_flight()
+        result = check(ops, model)
+        self.checks.append(result)
+        return result
 
     def expected_causes(self) -> tuple[RootCause, ...]:
         """The root causes the injected chaos should be diagnosed as (one per fault)."""

@@ -3,8 +3,9 @@
 A subject is found by name in the ``pytest_operator.subjects`` entry-point group.
 It declares how to start an embedded cluster of itself, and, given a running
 cluster, opens a :class:`SubjectSession`: its topology, how to observe it (the
-generic signals of ``_signals``), its invariants, its actions, and how clients
-talk to it (a workload ``Requester``). The engine sees nothing else of it.
+generic signals of ``_signals``), its invariants, its actions, how clients
+talk to it (a workload ``Requester``) and, for a store, the consistency model its
+clients' history must satisfy. The engine sees nothing else of it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from pytest_operator._cluster import Address, ClusterSpec
     from pytest_operator._history import History
     from pytest_operator._invariants import Invariant
+    from pytest_operator._linearizable import Model
     from pytest_operator._signals import Observation
     from pytest_operator._topology import Topology
     from pytest_operator._workload import Requester
@@ -69,6 +71,10 @@ class SubjectSession(Protocol):
     actions: Sequence[Action]
     targets: Sequence[str]
     """Components a workload spreads its requests over."""
+    model: Model | None
+    """The consistency model its clients' history must satisfy (a key-value store: a
+    ``Register``), or None. With a model, the workload sends the model's op mix by
+    default and ``operator.check_history()`` judges the history against it."""
 
     async def observe(self) -> Observation: ...
 

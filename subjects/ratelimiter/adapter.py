@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pytest_operator._cluster import ClusterSpec
     from pytest_operator._history import History
     from pytest_operator._invariants import Invariant
+    from pytest_operator._linearizable import Model
     from pytest_operator._signals import Observation
     from pytest_operator._workload import Requester
 
@@ -49,6 +50,7 @@ class RateLimiterSession:
             client_latency_ms=float(config.get("client_latency_threshold_ms", "500")),
         )
         self.actions: Sequence[Action] = catalogue(self._api, cluster.restart)
+        self.model: Model | None = None  # its promise is judged by ghost_allowing instead
         self._requesters: list[Requester] = []
 
     async def observe(self) -> Observation:

@@ -39,6 +39,7 @@ class Session:
         self.invariants = ()
         self.actions = ()
         self.targets = MEMBERS
+        self.model = None
 
     async def observe(self):
         return Observation(at=0.0, components=tuple(
