@@ -791,11 +791,15 @@ def _minimize(
     initial: str | None,
     state: Hashable,
 ) -> list[Op]:
-    """The smallest stretch found by safe deletions that still fails at ``culprit``
-    (which completed at ``end``): the ops after it in one go; then the longest run of the
-    oldest ops (so the stretch keeps the latest writes that explain the failure, not
-    older ones); then chunks, halving, oldest first, down to one op at a time until no
-    safe deletion keeps the failure."""
+    """The smallest stretch found by safe deletions that still fails at ``culprit`` (which
+    completed at ``end``).
+
+    The ops sent after ``end`` go first, unchecked (they cannot change the search up to
+    ``end``: an indeterminate write they fed is only an option less, and a deadline they
+    set lies after ``end``). Then the shortest suffix before the culprit that keeps the
+    failure, found by doubling then bisection (so the stretch keeps the latest writes
+    that explain the failure, and each trial is small). Then chunks,
+    halving, newest first, down to one op at a time until no safe deletion keeps it."""
 
     def fails(ops: Sequence[Op]) -> bool:
         failure = _first_failure(ops, model, initial, state)
@@ -805,27 +809,30 @@ def _minimize(
         return [op for op in current if id(op) not in drop]
 
     current = sorted(ops, key=lambda op: (op.send, op.index))
-    if not fails(current):
-        return current  # cannot happen (the search is deterministic): keep everything
-    after = _safe_part((op for op in current if op.send > end), current)
-    if after and fails(trial := without(after)):
-        current = trial
+    current = without(_safe_part((op for op in current if op.send > end), current))
     older = [op for op in current if op is not culprit]
-    lo, hi = 0, len(older)  # the longest prefix of older ops whose deletion keeps the failure
+
+    def keeping(count: int) -> list[Op]:
+        return without(_safe_part(older[: len(older) - count], current))
+
+    keep = 8
+    while keep < len(older) and not fails(keeping(keep)):
+        keep *= 2
+    lo, hi = keep // 2 + 1 if keep > 8 else 0, min(keep, len(older))
     while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fails(without(_safe_part(older[:mid], current))):
-            lo = mid
+        mid = (lo + hi) // 2
+        if fails(keeping(mid)):
+            hi = mid
         else:
-            hi = mid - 1
-    current = without(_safe_part(older[:lo], current))
+            lo = mid + 1
+    current = keeping(hi)
     size = max(1, (len(current) - 1) // 2)
     while True:
         removed = False
         candidates = [op for op in current if op is not culprit]
-        for i in range(0, len(candidates), size):
+        for i in range(len(candidates), 0, -size):
             present = {id(op) for op in current}
-            chunk = (op for op in candidates[i : i + size] if id(op) in present)
+            chunk = (op for op in candidates[max(0, i - size) : i] if id(op) in present)
             drop = _safe_part(chunk, current)
             if drop and fails(trial := without(drop)):
                 current, removed = trial, True
@@ -835,25 +842,32 @@ def _minimize(
 
 
 def _could_see(
-    context: Sequence[Op],
+    ops: Sequence[Op],
     culprit: Op,
     end: float,
     model: Model,
     initial: str | None,
     state: Hashable,
 ) -> tuple[str | None, ...]:
-    """The values the culprit could have seen (or compared against) in some linearization
-    of ``context``, each tried by replacing what it saw."""
+    """The values the culprit could have seen (or compared against) in a linearization of
+    ``ops`` up to its completion, each tried by replacing what it saw. Tried: the values
+    of writes not surely overwritten before it began (another write was sent after they
+    completed and completed before it began), and the initial value until one was."""
+    overwritten_before = max(
+        (op.send for op in ops if _produces(op)[0] and _done(op) < culprit.send), default=-INF
+    )
     candidates: list[str | None] = []
-    if isinstance(state, tuple) and len(state) == 1:
+    if overwritten_before == -INF and isinstance(state, tuple) and len(state) == 1:
         candidates.append(state[0])
-    for op in sorted(context, key=lambda op: (op.send, op.index)):
+    for op in sorted(ops, key=lambda op: (op.send, op.index)):
         produces, value = _produces(op)
-        if produces and op is not culprit and value not in candidates:
+        if not produces or op is culprit or value in candidates or op.send >= end:
+            continue
+        if op.indeterminate or _done(op) >= overwritten_before:
             candidates.append(value)
     saw = _seen(culprit)
     out: list[str | None] = []
-    others = [op for op in context if op is not culprit]
+    others = [op for op in ops if op is not culprit]
     for value in candidates:
         if value == saw:
             continue
@@ -874,35 +888,52 @@ def _explain(key: str, failure: _Failure, run: _KeyRun) -> Anomaly:
         return Anomaly(key, AnomalyKind.NOT_LINEARIZABLE, culprit, (), tuple(stretch), failure.at)
     end = failure.at
     stretch = _minimize(failure.ops, culprit, end, model, initial, failure.state)
-    inside = {id(op) for op in stretch}
-    concurrent = [
-        op
-        for op in failure.ops
-        if op.kind == OpKind.WRITE
-        and id(op) not in inside
-        and op.send < end
-        and (op.resolved is None or op.resolved > culprit.send)  # in flight during it
-    ]
-    could = _could_see([*stretch, *concurrent], culprit, end, model, initial, failure.state)
+    # what it could have seen is judged from the last write that completed before it began
+    ops = failure.ops
+    since = max(
+        (op.send for op in ops if _produces(op)[0] and _done(op) < culprit.send), default=-INF
+    )
+    drop = _safe_part((op for op in ops if op.send < since or op.send > end), ops)
+    context = [op for op in ops if id(op) not in drop]
+    could = _could_see(context, culprit, end, model, initial, failure.state)
     anomaly = Anomaly(key, AnomalyKind.NOT_LINEARIZABLE, culprit, could, tuple(stretch), end)
     return replace(anomaly, kind=_kind(anomaly, run))
 
 
 def _kind(anomaly: Anomaly, run: _KeyRun) -> AnomalyKind:
+    """Name the shape. Stale (a read, or a CAS) and lost write need the value seen to have
+    been overwritten before the culprit began: a value it could have seen was written or
+    seen before it began, and written by an op sent after the seen value surely existed
+    (its write completed, or another op saw it); so two concurrent writes seen in opposite
+    orders are just not linearizable."""
     c = anomaly.culprit
     saw = _seen(c)
     writers = [op for op in run.ops if op.kind in _WRITERS and op.value == saw]
     if saw != run.initial and not writers:
         return AnomalyKind.NEVER_WRITTEN
-    existed = saw == run.initial or any(op.send < c.send for op in writers)
-    if not existed:
+    if saw != run.initial and not any(op.send < c.send for op in writers):
         return AnomalyKind.NOT_LINEARIZABLE  # it saw a value from the future
-    if c.kind == OpKind.CAS and c.outcome is not Outcome.REJECTED:
-        return AnomalyKind.STALE_CAS
     newer = _newer(anomaly)
     if newer is None:
         return AnomalyKind.NOT_LINEARIZABLE
     _, value, written = newer
+    effective = (Outcome.OK, Outcome.TIMEOUT)
+    written_by = -INF if saw == run.initial else INF  # when the seen value surely existed
+    for op in run.ops:
+        if op.kind in _WRITERS and op.value == saw and op.outcome in effective:
+            written_by = min(written_by, _done(op))
+        elif op is not c and not op.indeterminate and _observes(op) == (True, saw):
+            written_by = min(written_by, _done(op))
+    if not any(
+        op.kind in _WRITERS
+        and op.value == value
+        and op.outcome in effective
+        and op.send > written_by
+        for op in run.ops
+    ):
+        return AnomalyKind.NOT_LINEARIZABLE
+    if c.kind == OpKind.CAS and c.outcome is not Outcome.REJECTED:
+        return AnomalyKind.STALE_CAS
     seen = {_observes(op)[1] for op in run.ops if _observes(op)[0] and not op.indeterminate}
     if not written or value in seen:
         return AnomalyKind.STALE_READ
