@@ -1,4 +1,5 @@
-"""The traffic plot of one monitor run: what clients saw per 100 ms, and their latency.
+"""The traffic plot of one monitor run: what clients saw per 100 ms, and their latency;
+and the timeline of a linearizability anomaly's stretch (:func:`anomaly_plot`).
 
 Top panel: requests per bucket by generic :class:`Outcome` (ok, rejected, errors and
 timeouts together); bottom panel: latency of answered requests (median and max per
@@ -14,11 +15,15 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pytest_operator._history import Op, Outcome
+from pytest_operator._history import Op, OpKind, Outcome
+
+if TYPE_CHECKING:
+    from pytest_operator._linearizable import Anomaly
 
 BUCKET_S = 0.1
 FAULT_COLOR = "#d62728"
@@ -31,6 +36,10 @@ SERIES = (
 )
 FAULT_GID = "fault-window"
 DETECTION_GID = "detection"
+CULPRIT_COLOR = "#d62728"
+STRETCH_COLOR = "#1f77b4"
+INDETERMINATE_COLOR = "#9a9a9a"
+CULPRIT_GID = "culprit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +186,87 @@ def plot_input(
         else None,
         detected_label=detected_label,
     )
+
+
+# -- the stretch of a linearizability anomaly --------------------------------------------
+
+
+def _shown(value: str | None) -> str:
+    return "nil" if value is None else repr(value)
+
+
+def op_label(op: Op) -> str:
+    """An op as the timeline writes it on its bar: ``w '57'``, ``r -> '41'``,
+    ``cas '3'->'4'`` (a failed CAS adds what it saw), ``?`` for an indeterminate op."""
+    unknown = op.outcome is Outcome.TIMEOUT
+    if op.kind == OpKind.READ:
+        text = "r -> ?" if unknown else f"r -> {_shown(op.result)}"
+    elif op.kind == OpKind.WRITE:
+        text = f"w {_shown(op.value)}"
+    elif op.kind == OpKind.CAS:
+        text = f"cas {_shown(op.expected)}->{_shown(op.value)}"
+        if op.outcome is Outcome.REJECTED:
+            text += " failed" + ("" if op.result is None else f", saw {_shown(op.result)}")
+    else:
+        text = f"{op.kind} {_shown(op.value)}" if op.value is not None else str(op.kind)
+    if unknown and op.kind != OpKind.READ:
+        text += " ?"
+    elif op.outcome in (Outcome.ERROR, Outcome.REJECTED) and op.kind != OpKind.CAS:
+        text += f" ({op.outcome})"
+    return text
+
+
+def anomaly_figure(anomaly: Anomaly, *, title: str = "", width_px: int = 1000) -> Figure:
+    """The anomaly's stretch as a timeline: one row per op (invoke order, labelled by
+    target), a bar from send to recv (an indeterminate op: open-ended and hatched), the
+    op written on its bar, the culprit in red."""
+    ops = list(anomaly.stretch)
+    if anomaly.culprit not in ops:
+        ops.append(anomaly.culprit)
+    ops.sort(key=lambda op: (op.send, op.index))
+    dpi = 100
+    height_px = 110 + 34 * len(ops)
+    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    t0 = min(op.send for op in ops)
+    ends = [op.recv for op in ops if op.recv is not None] + [op.send for op in ops]
+    span_ms = max(1e-3, (max(ends) - t0) * 1000)
+    right = span_ms * 1.25  # room for the open end of indeterminate ops and the last label
+    for row, op in enumerate(ops):
+        y = len(ops) - 1 - row
+        left = (op.send - t0) * 1000
+        culprit = op == anomaly.culprit
+        colour = CULPRIT_COLOR if culprit else STRETCH_COLOR
+        if op.recv is None:
+            bar = ax.barh(y, right - left, left=left, height=0.5, color="none",
+                          edgecolor=INDETERMINATE_COLOR if not culprit else colour,
+                          hatch="///", linewidth=0.0)  # fmt: skip
+        else:
+            width = max((op.recv - op.send) * 1000, span_ms / 400)
+            bar = ax.barh(y, width, left=left, height=0.5, color=colour, alpha=0.85)
+        if culprit:
+            for patch in bar:
+                patch.set_gid(CULPRIT_GID)
+        ax.text(left, y + 0.3, op_label(op), fontsize=9, va="bottom", ha="left",
+                color=CULPRIT_COLOR if culprit else "#1f1f1f",
+                fontweight="bold" if culprit else "normal")  # fmt: skip
+    ax.set_yticks(range(len(ops)), [op.target for op in reversed(ops)])
+    ax.set_ylim(-0.6, len(ops) - 0.1)
+    ax.set_xlim(-span_ms * 0.02, right)
+    ax.set_xlabel("ms after the stretch's first send")
+    ax.grid(True, axis="x", alpha=0.3)
+    could = ", ".join(_shown(v) for v in anomaly.could_see) or "nothing"
+    heading = f"{anomaly.kind} on key {anomaly.key!r}: {op_label(anomaly.culprit)}"
+    heading += f" (could have seen {could})"
+    ax.set_title(f"{title}\n{heading}" if title else heading, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def anomaly_plot(anomaly: Anomaly, *, title: str = "") -> bytes:
+    """The anomaly's stretch timeline (:func:`anomaly_figure`) as PNG bytes."""
+    fig = anomaly_figure(anomaly, title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
