@@ -235,3 +235,111 @@ def test_bench_scenarios_refuses_a_run_without_scenarios() -> None:
     assert done.returncode == 1
     assert "refused: run 1, serial: pytest exited with 5" in done.stderr  # 5: none collected
     assert "suite wall time" not in done.stdout
+
+
+# -- bench_checker: the linearizability checker, and Porcupine on the same histories ----
+
+
+def _checker_figures(out: str, sizes: tuple[int, ...]) -> dict[str, object]:
+    """The table's rows and the JSON line of a bench_checker run, checked against each other."""
+    report: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    rows = report["sizes"]
+    assert isinstance(rows, list) and [row["ops"] for row in rows] == list(sizes), report
+    for row in rows:
+        n = row["ops"]
+        indeterminate, ours, ours_stale = figures(rf"^ *{n} +{NUMBER} +{NUMBER} +{NUMBER} ", out)
+        assert indeterminate == row["indeterminate"] == round(0.05 * n)
+        assert 0 < ours == pytest.approx(row["ours_s"], abs=1e-4)
+        assert 0 < ours_stale == pytest.approx(row["ours_stale_s"], abs=1e-4)
+        assert re.search(rf"^run 1 {n} ops \(\d+ indeterminate\): ours {NUMBER} s", out, re.M)
+    assert re.search(r"^target \(10,000 ops .*\): not measured$", out, re.MULTILINE), out
+    return report
+
+
+def test_bench_checker_prints_the_medians() -> None:
+    done = run_benchmark(
+        "bench_checker.py", "--ops", "200,600", "--runs", "1", "--no-porcupine", timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    report = _checker_figures(done.stdout, (200, 600))
+    assert report["porcupine"] is False and "porcupine: not run" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def porcupine_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tools/porcupine-check built from the checkout (Go and the module proxy needed)."""
+    import subprocess
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed: bench_checker's Porcupine baseline needs it")
+    binary = tmp_path_factory.mktemp("porcupine") / "porcupine-check"
+    done = subprocess.run(
+        [go, "build", "-o", str(binary), "."], cwd=BENCHMARKS.parent / "tools" / "porcupine-check",
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return binary
+
+
+def test_bench_checker_times_porcupine_on_the_same_histories(porcupine_check: Path) -> None:
+    done = run_benchmark(
+        "bench_checker.py", "--ops", "200,600", "--runs", "1", "--porcupine",
+        str(porcupine_check), timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = _checker_figures(done.stdout, (200, 600))
+    assert report["porcupine"] is True
+    rows = report["sizes"]
+    assert isinstance(rows, list)
+    for row in rows:
+        n = row["ops"]
+        porcupine, ratio = figures(
+            rf"^ *{n} +\d+ +{NUMBER} +{NUMBER} +{NUMBER} +\S+ +{NUMBER}x$", done.stdout
+        )[2:]
+        assert 0 < porcupine == pytest.approx(row["porcupine_s"], abs=1e-4)
+        assert ratio == pytest.approx(row["ours_s"] / row["porcupine_s"], rel=0.06)
+
+
+LENIENT_CHECKER = """
+import dataclasses
+import sys
+
+sys.path.insert(0, {benchmarks!r})
+
+import bench_checker
+from pytest_operator._linearizable import check
+
+# a checker that finds nothing: every history valid
+bench_checker.check = lambda ops, *a, **kw: dataclasses.replace(
+    check(ops, *a, **kw), valid=True, anomalies=()
+)
+raise SystemExit(bench_checker.main())
+"""
+
+
+def test_bench_checker_refuses_a_checker_that_misses_the_stale_read(tmp_path: Path) -> None:
+    script = tmp_path / "lenient_checker.py"
+    script.write_text(LENIENT_CHECKER.format(benchmarks=str(BENCHMARKS)))
+    done = run_benchmark(str(script), "--ops", "200", "--runs", "1", "--no-porcupine", timeout=60)
+    assert done.returncode == 1
+    assert re.search(
+        r"^refused: run 1, 200 ops: check\(\) judged valid a history with a stale read \(op \d+"
+        r" on k\d returned '\d+', really ", done.stderr, re.MULTILINE
+    ), done.stderr  # fmt: skip
+    assert "no figures" in done.stdout and "medians" not in done.stdout
+
+
+def test_bench_checker_refuses_a_porcupine_that_disagrees(tmp_path: Path) -> None:
+    fake = tmp_path / "porcupine-check"  # says Ok to anything
+    fake.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        """echo '{"ok": true, "result": "Ok", "elapsed_s": 0.001, "per_key": {}}'\n"""
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    done = run_benchmark(
+        "bench_checker.py", "--ops", "200", "--runs", "1", "--porcupine", str(fake), timeout=60
+    )
+    assert done.returncode == 1
+    assert "refused: run 1, 200 ops: Porcupine judged Ok a history with a stale read" in done.stderr
+    assert "medians" not in done.stdout
