@@ -421,7 +421,7 @@ class _Search:
             ]
             return
         self.mutators[f.id] = f
-        if f.role == BLIND:
+        if f.role == BLIND and f.done < INF:  # an open-ended write never needs killing
             self.blind.add(f.id)
 
     def complete(self, f: _Fed) -> bool:
@@ -454,40 +454,48 @@ class _Search:
 
     def _expand(self, cfg: _Config, c: _Fed) -> list[_Config]:
         """Configurations reachable from ``cfg`` by linearizing pending ops, ending with
-        ``c`` (JIT: ops after it can wait)."""
+        ``c`` (JIT: ops after it can wait).
+
+        Two kinds of step are skipped as covered by others: a blind write right after a
+        blind write that nobody saw (the first stays killable instead), and anything but
+        a CAS right after an open-ended op nobody saw (it could as well never happen, or
+        happen later, right before the op that sees its value)."""
         out: list[_Config] = []
         cid, step, observers, blind = c.id, self.step, self.observers, self.blind
-        start = (cfg[0], cfg[1], cfg[2], False)
+        start = (cfg[0], cfg[1], cfg[2], _FREE)
         stack = [start]
         seen = {start}
         while stack:
-            s, lin, kill, invisible = stack.pop()
+            s, lin, kill, after = stack.pop()
             candidates = self.pending if s is UNKNOWN else self.mutators
             for mid, m in candidates.items():
                 if mid in lin:
                     continue
-                is_blind = m.role == BLIND
-                if is_blind and invisible:
-                    continue  # covered: the previous write stays killable instead
+                role = m.role
+                if after != _FREE and (role != OTHER if after == _UNSEEN_OPEN else role == BLIND):
+                    continue
                 s2 = step(s, m.op)
                 if s2 is None:
                     continue
                 lin2 = lin | {mid}
-                if is_blind:
+                if role == BLIND:
                     kill2 = frozenset(b for b in blind if b not in lin2)
                 else:
                     kill2 = kill - {mid} if mid in kill else kill
-                added = False
                 ids = observers.get(s2)
-                if ids:
-                    more = ids - lin2
-                    if more:
-                        lin2 = lin2 | more
-                        added = True
+                more = ids - lin2 if ids else None
+                if more:
+                    lin2 = lin2 | more
                 if cid in lin2:
                     out.append((s2, lin2 - {cid}, kill2))
                     continue
-                node = (s2, lin2, kill2, is_blind and not added)
+                if more:
+                    mode = _FREE
+                elif m.done == INF:
+                    mode = _UNSEEN_OPEN
+                else:
+                    mode = _UNSEEN_WRITE if role == BLIND else _FREE
+                node = (s2, lin2, kill2, mode)
                 if node not in seen:
                     seen.add(node)
                     stack.append(node)
@@ -495,22 +503,43 @@ class _Search:
 
     def _prune(self, configs: set[_Config]) -> list[_Config]:
         """Drop dominated configurations: same state and same determinate ops in, and
-        another leaves out more open-ended ops and keeps more writes killable."""
+        another leaves out more open-ended ops and keeps more writes killable. Open-ended
+        ops that do the same (same kind and values) are interchangeable."""
         inf = frozenset(fid for fid, f in self.pending.items() if f.done == INF)
         if not inf:
             return _prune_kill(configs)
-        groups: dict[tuple[Hashable, frozenset[int]], set[tuple[frozenset[int], frozenset[int]]]]
-        groups = {}
+        groups: dict[tuple[Hashable, frozenset[int]], dict[object, _Config]] = {}
         for s, lin, kill in configs:
-            groups.setdefault((s, lin - inf), set()).add((lin & inf, kill - inf))
+            opt, kill = lin & inf, kill - inf
+            alike = (tuple(sorted(_signature(self.pending[i].op) for i in opt)), kill)
+            members = groups.setdefault((s, lin - inf), {})
+            kept = members.get(alike)
+            if kept is None or sorted(opt) < sorted(kept[1] & inf):
+                members[alike] = (s, lin, kill)
         out: list[_Config] = []
-        for (s, fin), members in groups.items():
-            for opt, kill in members:
+        for (_, fin), members in groups.items():
+            for s, lin, kill in members.values():
+                opt = lin - fin
                 if not any(
-                    (o2, k2) != (opt, kill) and o2 <= opt and k2 >= kill for o2, k2 in members
+                    (o2 := l2 - fin) != opt and o2 <= opt and k2 >= kill
+                    for _, l2, k2 in members.values()
                 ):
-                    out.append((s, fin | opt, kill))
+                    out.append((s, lin, kill))
         return out
+
+
+_FREE: Final = 0
+_UNSEEN_WRITE: Final = 1  # the last step was a blind write nobody saw
+_UNSEEN_OPEN: Final = 2  # the last step was an open-ended op nobody saw
+
+
+def _signature(op: Op) -> tuple[str, str, str, str]:
+    """What an op does, comparable (None written as ``"-"``, a value as ``"=value"``)."""
+    return (str(op.kind), str(op.outcome), _text(op.value), _text(op.expected))
+
+
+def _text(value: str | None) -> str:
+    return "-" if value is None else "=" + value
 
 
 def _prune_kill(configs: set[_Config]) -> list[_Config]:

@@ -7,22 +7,25 @@ below, numbered in the order written. Where a stretch is asserted, it is the exa
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import replace
 
 import pytest
 
 from pytest_operator._history import Op, OpKind, Outcome
 from pytest_operator._linearizable import (
+    UNKNOWN,
     AnomalyKind,
     CheckResult,
     Register,
     check,
 )
+from pytest_operator._workload import OpMix, requests
 
 OK, REJ, ERR, TMO = Outcome.OK, Outcome.REJECTED, Outcome.ERROR, Outcome.TIMEOUT
 
 
-def _op(kind: OpKind, send: float, recv: float | None, outcome: Outcome, **fields: object) -> Op:
+def _op(kind: str, send: float, recv: float | None, outcome: Outcome, **fields: object) -> Op:
     target = str(fields.pop("target", "n1"))
     key = str(fields.pop("key", "k"))
     return Op(
@@ -380,6 +383,69 @@ def test_initial_value_written_again() -> None:
     ops = numbered(write("x", 0, None), read("x", 0.5, 0.8), write("y", 1, 2), read("x", 3, 4))
     assert verdict(ops, initial="x").valid
     assert not verdict(numbered(read("x", 0.5, 0.8), write("y", 1, 2), read("x", 3, 4))).valid
+
+
+@pytest.mark.parametrize("write_first", [True, False])
+def test_a_timed_out_write_and_cas_of_one_value_are_not_interchangeable(
+    write_first: bool,
+) -> None:
+    # both may have written 'a' (so neither has a deadline); the read of 'a' at [3, 4]
+    # may have seen either; after 'z', only the write can give 'a' again: the search must
+    # keep both choices, not fold them as if the two ops were alike (in both orders, so
+    # whichever the search meets first)
+    both = [write("a", 2, None), cas("e", "a", 2, None)]
+    ops = numbered(
+        write("e", 0, 1),
+        *(both if write_first else both[::-1]),
+        read("a", 3, 4),
+        write("z", 5, 6),
+        read("a", 7, 8),
+    )
+    assert verdict(ops).valid
+
+
+# ---------------------------------------------------------------- another model
+
+
+class Counter:
+    """A model of our own, to judge with the generic search: ``incr`` adds one, ``get``
+    returns the count (as text)."""
+
+    name = "counter"
+    kinds = frozenset(("incr", "get"))
+
+    def init(self, initial: str | None) -> Hashable:
+        return int(initial or 0)
+
+    def step(self, state: Hashable, op: Op) -> Hashable | None:
+        if op.kind == "incr":
+            return UNKNOWN if state is UNKNOWN else int(str(state)) + 1
+        if state is UNKNOWN:
+            return int(str(op.result))
+        return state if op.result == str(state) else None
+
+    def ops(self) -> OpMix:
+        return requests()
+
+
+def test_another_model_is_judged_by_the_generic_search() -> None:
+    def incr(send: float, recv: float | None) -> Op:
+        return _op("incr", send, recv, OK if recv is not None else TMO)
+
+    def get(count: int, send: float, recv: float) -> Op:
+        return _op("get", send, recv, OK, result=str(count))
+
+    ops = numbered(incr(0, 1), incr(0.5, None), get(1, 2, 3), incr(4, 5), get(3, 6, 7))
+    result = check(ops, Counter())
+    assert result.valid
+    assert result.model == "counter"
+    bad = numbered(incr(0, 1), get(1, 2, 3), incr(4, 5), get(1, 6, 7))
+    (anomaly,) = check(bad, Counter()).anomalies
+    assert anomaly.culprit is bad[3]
+    assert anomaly.kind is AnomalyKind.NOT_LINEARIZABLE
+    assert anomaly.stretch == tuple(bad)  # no safe deletions without knowing the model
+    with pytest.raises(ValueError, match="the counter model cannot judge op 0 of kind 'read'"):
+        check(numbered(read("1", 0, 1)), Counter())
 
 
 # ---------------------------------------------------------------- bad input
