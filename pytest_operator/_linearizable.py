@@ -1029,7 +1029,10 @@ class LinearizabilityWatch:
     """The incremental checker a monitor runs every tick over a growing history.
 
     Each :meth:`check` judges the ops up to the history's horizon (every op sent before
-    it has resolved), doing work proportional to the ops new since the last tick. An
+    it has resolved), doing work proportional to the ops new since the last tick. The
+    horizon needs the workload to announce each op when sent (``History.invoked``): an
+    op in flight that nobody announced may explain what another saw, and arrive too late
+    to withdraw an anomaly already reported. An
     anomaly is reported as a :class:`SafetyViolation` for ``show_for`` seconds after it was
     found; the key's search then resumes from an unknown state, so later anomalies are
     found too."""
