@@ -305,10 +305,11 @@ def _seen(op: Op) -> str | None:
 
 
 def _newer(anomaly: Anomaly) -> tuple[Op, str | None, bool] | None:
-    """The evidence that a value the culprit could have seen was current before it began:
-    the latest-completing determinate op of the stretch, done before the culprit's send,
-    that wrote (True) or saw (False) such a value; with that value."""
+    """The evidence that another value was current before the culprit began: the
+    latest-completing determinate op of the stretch, done before the culprit's send, that
+    wrote (True) or saw (False) a value other than the one the culprit saw."""
     c = anomaly.culprit
+    saw = _seen(c)
     best: tuple[Op, str | None, bool] | None = None
     for op in anomaly.stretch:
         if op is c or op.indeterminate or not _done(op) < c.send:
@@ -316,11 +317,11 @@ def _newer(anomaly: Anomaly) -> tuple[Op, str | None, bool] | None:
         if best is not None and _done(op) <= _done(best[0]):
             continue
         produces, value = _produces(op)
-        if produces and value in anomaly.could_see:
+        if produces and value != saw:
             best = (op, value, True)
             continue
         observes, value = _observes(op)
-        if observes and value in anomaly.could_see:
+        if observes and value != saw:
             best = (op, value, False)
     return best
 
@@ -843,8 +844,9 @@ def _minimize(
     ``end``: an indeterminate write they fed is only an option less, and a deadline they
     set lies after ``end``). Then the shortest suffix before the culprit that keeps the
     failure, found by doubling then bisection (so the stretch keeps the latest writes
-    that explain the failure, and each trial is small). Then chunks,
-    halving, newest first, down to one op at a time until no safe deletion keeps it."""
+    that explain the failure, and each trial is small). Then chunks, halving, oldest
+    first (again keeping the latest), down to one op at a time until no safe deletion
+    keeps it."""
 
     def fails(ops: Sequence[Op]) -> bool:
         failure = _first_failure(ops, model, initial, state)
@@ -875,9 +877,9 @@ def _minimize(
     while True:
         removed = False
         candidates = [op for op in current if op is not culprit]
-        for i in range(len(candidates), 0, -size):
+        for i in range(0, len(candidates), size):
             present = {id(op) for op in current}
-            chunk = (op for op in candidates[max(0, i - size) : i] if id(op) in present)
+            chunk = (op for op in candidates[i : i + size] if id(op) in present)
             drop = _safe_part(chunk, current)
             if drop and fails(trial := without(drop)):
                 current, removed = trial, True
