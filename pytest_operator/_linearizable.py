@@ -948,11 +948,12 @@ def _explain(key: str, failure: _Failure, run: _KeyRun) -> Anomaly:
 
 
 def _kind(anomaly: Anomaly, run: _KeyRun) -> AnomalyKind:
-    """Name the shape. Stale (a read, or a CAS) and lost write need the value seen to have
-    been overwritten before the culprit began: a value it could have seen was written or
-    seen before it began, and written by an op sent after the seen value surely existed
-    (its write completed, or another op saw it); so two concurrent writes seen in opposite
-    orders are just not linearizable."""
+    """Name the shape, from the key's whole history as known. Stale (a read, or a CAS) and
+    lost write need the value seen to have been overwritten before the culprit began:
+    another value was written or seen before it began (in the stretch), by a write sent
+    after the seen value surely existed (its write completed, or another op saw it); so
+    two concurrent writes seen in opposite orders are just not linearizable. Stale when
+    that newer value was seen by some op, lost when an acknowledged write nobody saw."""
     c = anomaly.culprit
     saw = _seen(c)
     writers = [op for op in run.ops if op.kind in _WRITERS and op.value == saw]
