@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from pytest_operator import ClusterView, SubjectConfig, Topology
+from pytest_operator import ClusterView, LinearizabilityWatch, Register, SubjectConfig, Topology
 from subjects.etcd.actions import MaintenanceApi, catalogue
-from subjects.etcd.client import KEY_PREFIX, prefix_range
+from subjects.etcd.client import KEY_PREFIX, READS, prefix_range
 from subjects.etcd.cluster import check_timeouts, etcd_cluster_spec, member_names
 from subjects.etcd.invariants import invariants
 from subjects.etcd.observe import EtcdObserver
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ClusterSpec,
         History,
         Invariant,
+        Model,
         Observation,
         Requester,
     )
@@ -35,13 +36,20 @@ OPTIONS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "client_error_pct": (None, "10"),  # client_errors: share of failed requests, percent
     "no_leader_grace_ms": (None, "300"),  # no_leader: how long before it is a violation
     "leader_change_window_ms": (None, "5000"),  # leader_change: flagged this long after
+    "reads": (READS, "linearizable"),  # the workload's reads: through the leader, or local
 }
 RESET_TIMEOUT = 15.0
 
 
 class EtcdSession:
+    """An open etcd cluster. Its clients' history must be linearizable (a register per
+    key): the observer runs the checker incrementally each tick (a stale read is the
+    ``linearizable`` violation at the member that served it), and
+    ``operator.check_history()`` judges the whole history against :attr:`model`."""
+
     def __init__(self, cluster: ClusterView, config: SubjectConfig, history: History) -> None:
         self.config = config
+        self.model: Model | None = Register()
         self.targets: Sequence[str] = member_names(config.nodes)
         self.topology: Topology = cluster.topology()
         direct = {m: cluster.address(m).url() for m in self.targets}
@@ -51,6 +59,7 @@ class EtcdSession:
             history,
             heartbeat_ms=int(config.get("heartbeat_ms", "100")),
             election_ms=int(config.get("election_ms", "1000")),
+            watch=LinearizabilityWatch(history, self.model),
         )
         self._api = MaintenanceApi(direct)
         self.invariants: Sequence[Invariant] = invariants(
@@ -69,7 +78,8 @@ class EtcdSession:
         from subjects.etcd.client import EtcdClient
 
         timeout = int(self.config.get("client_timeout_ms", "1000")) / 1000
-        client = EtcdClient(self._client_urls, timeout=timeout)
+        reads = self.config.get("reads", "linearizable")
+        client = EtcdClient(self._client_urls, timeout=timeout, reads=reads)
         self._requesters.append(client)
         return client
 

@@ -4,14 +4,24 @@ Availability: every member answers the monitor (``member_down``); every member t
 answers has a leader and can commit (``no_leader``); the leader stays put
 (``leader_change``: an election is a window in which writes stall); clients' requests to
 each member succeed (``client_errors``, judged from the client history). Safety: at most
-one member leads in any term (``split_brain``).
+one member leads in any term (``split_brain``). Consistency: the clients' history is
+linearizable, a register per key (``linearizable``: the observer's linearizability watch
+reports an op that saw what it could not have seen, at the member that served it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from pytest_operator import CLIENT, Category, Finding, Invariant, Observation, Role
+from pytest_operator import (
+    CLIENT,
+    Category,
+    Finding,
+    Invariant,
+    Observation,
+    Role,
+    history_invariant,
+)
 
 SINCE_LEADER_CHANGE = "since_leader_change_s"
 """The fact (per member, seconds) the observer publishes once a member saw its leader
@@ -125,5 +135,12 @@ def invariants(
             Category.SAFETY,
             split_brain,
             description="at most one member leads in any term",
+        ),
+        history_invariant(
+            "linearizable",
+            "linearizable",
+            Category.CONSISTENCY,
+            description="the clients' reads, writes and compare-and-sets are linearizable,"
+            " a register per key (no read sees a value already overwritten when it began)",
         ),
     )

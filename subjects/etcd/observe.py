@@ -35,7 +35,10 @@ reconnects, or etcd's read timeout passes with the stream still up (then it was 
 before etcd noticed).
 
 The client history gives each member's error rate (requests that failed or timed out over
-the last second) and the latency clients saw, as the ``client -> member`` link.
+the last second) and the latency clients saw, as the ``client -> member`` link; and, with a
+linearizability watch, the history's safety violations: an op that saw what it could not
+have seen (a stale read) is a ``linearizable`` violation at the member that served it. The
+watch judges only the ops new since the last tick.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -62,6 +66,9 @@ from pytest_operator import (
     client_seen,
 )
 from pytest_operator._prom import Labels, Scrape, delta  # the Prometheus text helpers
+
+if TYPE_CHECKING:
+    from pytest_operator import LinearizabilityWatch
 
 PROBE_TIMEOUT = 0.5
 HEALTH_TIMEOUT = 0.6
@@ -221,9 +228,11 @@ class EtcdObserver:
         election_ms: int = 1000,
         probe_timeout: float = PROBE_TIMEOUT,
         health_timeout: float = HEALTH_TIMEOUT,
+        watch: LinearizabilityWatch | None = None,
     ) -> None:
         self.members = dict(members)
         self.history = history
+        self.watch = watch
         self.probe_timeout = probe_timeout
         self.health_timeout = health_timeout
         self.silence = max(MIN_SILENCE, SILENT_HEARTBEATS * heartbeat_ms / 1000)
@@ -512,5 +521,6 @@ class EtcdObserver:
             at=now,
             components=tuple(components),
             links=tuple(links),
+            safety=() if self.watch is None else self.watch.check(now),
             facts=tuple(f for p in probes for f in self._facts(p, now)),
         )

@@ -13,6 +13,7 @@ from pytest_operator import (
     Observation,
     ProbeFailure,
     Role,
+    SafetyViolation,
 )
 from subjects.etcd.invariants import invariants, member_down, no_leader, split_brain
 
@@ -64,7 +65,20 @@ def test_names_categories_and_graces() -> None:
         "leader_change": (Category.AVAILABILITY, 0.0),
         "client_errors": (Category.AVAILABILITY, 0.5),
         "split_brain": (Category.SAFETY, 0.0),
+        "linearizable": (Category.CONSISTENCY, 0.0),
     }
+
+
+def test_a_stale_read_the_watch_reported_is_a_linearizable_finding_at_its_member() -> None:
+    stale = SafetyViolation(
+        "linearizable", ("etcd-3",), 1.0, 0.0, 0.9, "read k1 at etcd-3 saw '1', overwritten"
+    )
+    other = SafetyViolation("ghost_allowing", ("etcd-2",), 12.0, 10.0, 0.9)
+    obs = Observation(at=1.0, components=HEALTHY, safety=(stale, other))
+    (inv,) = [i for i in invariants() if i.name == "linearizable"]
+    findings = inv.check(obs)
+    assert [(f.component, f.message) for f in findings] == [("etcd-3", stale.detail)]
+    assert inv.check(Observation(at=1.0, components=HEALTHY)) == []
 
 
 def test_an_unreachable_member_is_down_and_not_judged_for_its_leader() -> None:

@@ -96,6 +96,8 @@ def test_configure_fills_the_defaults_and_builds_the_spec() -> None:
     config = subject.configure(5, {})
     assert config.nodes == 5
     assert dict(config.options) == {name: default for name, (_, default) in OPTIONS.items()}
+    assert config.get("reads", "") == "linearizable"  # etcd's default: through the leader
+    assert subject.configure(3, {"reads": "serializable"}).get("reads", "") == "serializable"
     spec = subject.embedded_spec(subject.configure(3, {"election_ms": 2000}))
     argv = list(spec.component("etcd-1").command(FakeAddresses(spec.component_names(), Path())))
     assert argv[argv.index("--election-timeout") + 1] == "2000"
@@ -107,6 +109,11 @@ def test_configure_fills_the_defaults_and_builds_the_spec() -> None:
         (4, {}, "nodes=4: a cluster has 3 or 5 members"),
         (3, {"policy": "x"}, "unknown option(s) policy; options: heartbeat_ms, election_ms"),
         (3, {"pre_vote": "yes"}, "pre_vote=yes: invalid value; valid values: 1, 0"),
+        (
+            3,
+            {"reads": "eventual"},
+            "reads=eventual: invalid value; valid values: linearizable, serializable",
+        ),
         (3, {"heartbeat_ms": "fast"}, "heartbeat_ms=fast: must be a positive integer"),
         (3, {"election_ms": 0}, "election_ms=0: must be a positive integer"),
         (3, {"client_error_pct": 150}, "client_error_pct=150: must be 1 to 100"),
