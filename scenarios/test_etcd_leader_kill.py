@@ -1,6 +1,7 @@
 """The etcd leader is killed (SIGKILL): the monitor sees it refuse its probe at once, the
 other members elect a new leader within the election timeout, and the diagnosis names a
-crash of the member that led."""
+crash of the member that led.
+The clients' history (reads, writes, compare-and-sets) stays linearizable."""
 
 from __future__ import annotations
 
@@ -18,4 +19,7 @@ async def test_killed_leader_is_detected_and_replaced(operator, workload):
     killed = operator.expected_cause().component
     run.assert_detected("member_down", within=5.0, component=killed)
     run.assert_detected("leader_change", within=8.0)  # the others elected another leader
+    run.assert_no_violation("linearizable")
     await operator.assert_diagnosis(run)
+    result = operator.check_history()
+    assert result.valid, result.summary()
