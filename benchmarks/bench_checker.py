@@ -126,7 +126,7 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isinf(value) else value
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", default="1000,10000", help="history sizes, comma separated")
     parser.add_argument("--keys", type=int, default=5)
@@ -139,21 +139,22 @@ def main() -> int:
     parser.add_argument(
         "--porcupine-timeout", type=float, default=10.0, help="seconds per Porcupine check"
     )
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sizes = [int(n) for n in args.ops.split(",")]
-    porcupine: Path | None = None
+    return parser.parse_args()
+
+
+def _porcupine(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The Porcupine program to run (None: not run), and what the header says of it."""
     if args.no_porcupine:
-        note = "not run (--no-porcupine)"
-    elif args.porcupine.is_file():
-        porcupine = args.porcupine
-        note = f"{porcupine} (v1.3.1), {args.porcupine_timeout:g} s per check"
-    else:
-        note = f"not built ({BUILD_PORCUPINE}); no ratio"
-    print(
-        f"checker benchmark: {args.keys} keys, {args.clients} clients,"
-        f" {args.indeterminate:.0%} indeterminate, {args.runs} runs; porcupine: {note}"
-    )
+        return None, "not run (--no-porcupine)"
+    if args.porcupine.is_file():
+        return args.porcupine, f"{args.porcupine} (v1.3.1), {args.porcupine_timeout:g} s per check"
+    return None, f"not built ({BUILD_PORCUPINE}); no ratio"
+
+
+def _measure(
+    args: argparse.Namespace, sizes: list[int], porcupine: Path | None
+) -> dict[int, list[RunResult]] | None:
+    """Every run of every size, each printed as it ends; None after a refused run."""
     results: dict[int, list[RunResult]] = {n: [] for n in sizes}
     for run in range(args.runs):
         for n in sizes:
@@ -166,7 +167,7 @@ def main() -> int:
             except Refused as refused:
                 print(f"refused: run {run + 1}, {n} ops: {refused}", file=sys.stderr)
                 print("no figures: a run with errors is not a measurement", flush=True)
-                return 1
+                return None
             results[n].append(result)
             print(
                 f"run {run + 1} {n} ops ({result.indeterminate} indeterminate):"
@@ -176,11 +177,18 @@ def main() -> int:
                 f" {_seconds(result.porcupine_stale_s, args.porcupine_timeout)} s",
                 flush=True,
             )
+    return results
+
+
+def _table(
+    args: argparse.Namespace, sizes: list[int], results: dict[int, list[RunResult]]
+) -> list[dict[str, object]]:
+    """Print the medians per size; the same figures, for the JSON line."""
     print()
     print(f"medians of {args.runs} runs (seconds; ratio = ours / porcupine, linearizable history)")
     print(f"{'ops':>6} {'indet.':>6} {'ours':>8} {'ours stale':>10} {'porcupine':>10}"
           f" {'porc. stale':>12} {'ratio':>8}")  # fmt: skip
-    summary = []
+    summary: list[dict[str, object]] = []
     for n in sizes:
         rows = results[n]
         ours = statistics.median(r.ours_s for r in rows)
@@ -212,13 +220,33 @@ def main() -> int:
                     f"porcupine: no verdict within {args.porcupine_timeout:g} s on {row[which]}"
                     f" of {args.runs} {label}histories of {row['ops']} ops"
                 )
-    met: bool | None = None
+    return summary
+
+
+def _target(args: argparse.Namespace, results: dict[int, list[RunResult]]) -> bool | None:
+    """Whether issue 11's target is met (None: these runs do not measure it), printed."""
     if TARGET_OPS in results and args.keys == 5 and args.indeterminate == 0.05:
-        ours = statistics.median(r.ours_s for r in results[TARGET_OPS])
-        met = ours <= TARGET_S
+        met = statistics.median(r.ours_s for r in results[TARGET_OPS]) <= TARGET_S
         print(f"target (10,000 ops over 5 keys in <= 1 s): {'MET' if met else 'NOT MET'}")
-    else:
-        print("target (10,000 ops over 5 keys, 5% indeterminate, in <= 1 s): not measured")
+        return met
+    print("target (10,000 ops over 5 keys, 5% indeterminate, in <= 1 s): not measured")
+    return None
+
+
+def main() -> int:
+    args = _arguments()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = [int(n) for n in args.ops.split(",")]
+    porcupine, note = _porcupine(args)
+    print(
+        f"checker benchmark: {args.keys} keys, {args.clients} clients,"
+        f" {args.indeterminate:.0%} indeterminate, {args.runs} runs; porcupine: {note}"
+    )
+    results = _measure(args, sizes, porcupine)
+    if results is None:
+        return 1
+    summary = _table(args, sizes, results)
+    met = _target(args, results)
     print(json.dumps({
         "benchmark": "checker", "keys": args.keys, "clients": args.clients,
         "indeterminate": args.indeterminate, "runs": args.runs,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_operator._actions import Action, ActionError, Param, Risk
+    from pytest_operator._anomalies import Anomaly, AnomalyKind
     from pytest_operator._cassette import Cassette, CassetteMiss
     from pytest_operator._causal import CausalEngine
     from pytest_operator._causes import FaultKind, RootCause, split_cause
@@ -82,8 +83,6 @@ if TYPE_CHECKING:
         history_invariant,
     )
     from pytest_operator._linearizable import (
-        Anomaly,
-        AnomalyKind,
         CheckResult,
         LinearizabilityWatch,
         Model,
@@ -197,17 +196,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("Category", "Finding", "Invariant", "Violation", "history_invariant"), "_invariants"
     ),
-    **dict.fromkeys(
-        (
-            "Anomaly",
-            "AnomalyKind",
-            "CheckResult",
-            "LinearizabilityWatch",
-            "Model",
-            "Register",
-        ),
-        "_linearizable",
-    ),
+    **dict.fromkeys(("Anomaly", "AnomalyKind"), "_anomalies"),
+    **dict.fromkeys(("CheckResult", "LinearizabilityWatch", "Model", "Register"), "_linearizable"),
     "check_linearizable": "_linearizable:check",
     "MonitorRun": "_monitor",
     **dict.fromkeys(

@@ -32,21 +32,17 @@ How it is decided, per key (a register history is linearizable iff each key's is
    right before a CAS that consumes its value (otherwise it could as well happen later, or
    never); and a configuration that left open-ended ops out dominates one that put them in
    (ops that do the same being interchangeable).
-3. *The smallest stretch.* On failure, ops are deleted while the culprit still fails, but
-   only *safe* deletions: an op that writes nothing, or a write whose value no remaining
-   op observes. Soundness: if the whole history had a linearization, deleting such an op
-   from it leaves a linearization of the rest (the state changes only in the deleted
-   write's stretch, where by assumption nothing looks at it), so a stretch that is not
-   linearizable proves the whole history is not. The ops after the culprit go first, then
-   the longest run of the oldest ops (so the stretch keeps the latest writes that explain
-   it), then chunks, halving, down to one op at a time until no safe deletion keeps it.
-   For a stale read that is the classic three: the write of the value read, the write
-   that overwrote it before the read began, and the read.
+3. *The explanation.* The first op of a key that no configuration explains is the
+   culprit; :mod:`pytest_operator._anomalies` turns it into an :class:`Anomaly`: the
+   smallest stretch of ops found that is still not linearizable (the proof), the values
+   the culprit could have seen, and the shape's name (stale read, lost write...).
 
-:func:`check` judges a whole history; :class:`LinearizabilityWatch` judges a growing one
-every monitor tick, incrementally: each key keeps its search between ticks, saved every
-half second of history, and goes back to a saved state when an op arrives that changes
-what was already searched (a timed-out write whose value is seen only now).
+This module holds the model (:class:`Model`, :class:`Register`, :data:`UNKNOWN`), the
+preprocessing and the search, and the entry points: :func:`check` judges a whole history
+into a :class:`CheckResult`; :class:`LinearizabilityWatch` judges a growing one every
+monitor tick, incrementally: each key keeps its search between ticks, saved every half
+second of history, and goes back to a saved state when an op arrives that changes what
+was already searched (a timed-out write whose value is seen only now).
 
 Why not Porcupine (or Knossos) itself: the watch runs inside the event loop every tick and
 needs the search state kept between ticks; a failure must come with its smallest stretch
@@ -58,19 +54,33 @@ against Porcupine on random histories.
 
 from __future__ import annotations
 
-import enum
 import heapq
 import json
 import math
 import time
 from bisect import bisect_left, insort
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pytest_operator._history import History, Op, OpKind, Outcome
 from pytest_operator._signals import SafetyViolation
 from pytest_operator._workload import OpMix, register_ops
+
+if TYPE_CHECKING:
+    # Anomaly and AnomalyKind live in _anomalies, which imports this module: they are
+    # importable from here too, for mypy by these lines, at run time by __getattr__
+    from pytest_operator._anomalies import Anomaly as Anomaly
+    from pytest_operator._anomalies import AnomalyKind as AnomalyKind
+else:
+
+    def __getattr__(name: str) -> object:
+        if name in ("Anomaly", "AnomalyKind"):
+            from pytest_operator import _anomalies
+
+            return getattr(_anomalies, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 INF: Final = math.inf
 CHECKPOINT_EVERY_S: Final = 0.5
@@ -148,83 +158,6 @@ def _unknown_kind(model: Model, op: Op) -> str:
 # ---------------------------------------------------------------- results
 
 
-class AnomalyKind(enum.StrEnum):
-    STALE_READ = "stale-read"
-    """A read (or refused CAS) saw a value already overwritten before it began, and the
-    newer value was seen elsewhere."""
-    LOST_WRITE = "lost-write"
-    """An acknowledged write never became visible: a later read saw what it overwrote, and
-    nobody ever saw it."""
-    NEVER_WRITTEN = "never-written"
-    """A read saw a value no operation wrote."""
-    STALE_CAS = "stale-cas"
-    """A CAS succeeded against a value that was no longer current."""
-    NOT_LINEARIZABLE = "not-linearizable"
-    """Any other shape."""
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    """The first op of a key that no linearization explains (``at``: when it completed),
-    what it could have seen instead, and the proof: ``stretch``, the smallest set of ops
-    found that is not linearizable (in invoke order)."""
-
-    key: str
-    kind: AnomalyKind
-    culprit: Op
-    could_see: tuple[str | None, ...]
-    stretch: tuple[Op, ...]
-    at: float
-
-    def describe(self, t0: float | None = None) -> str:
-        """One sentence: who saw what, when, and why it is impossible. Times are seconds
-        after ``t0`` when given, else the time of day (UTC) for epoch times."""
-        c = self.culprit
-        saw = _seen(c)
-        span = _span(c.send, None if c.indeterminate else self.at, t0)
-        newer = _newer(self)
-        if c.kind == OpKind.CAS:
-            verb = {Outcome.OK: "succeeded", Outcome.REJECTED: f"failed seeing {_show(saw)}"}
-            did = f"CAS {c.key} {_show(c.expected)}->{_show(c.value)}"
-            did += f" {verb.get(c.outcome, 'had no answer')}"
-            noun = "CAS"
-        else:
-            did, noun = f"read {c.key} = {_show(saw)}", "read"
-        who = f"{c.target} {did} at {span}"
-        could = _alternatives(self.could_see)
-        if self.kind is AnomalyKind.NEVER_WRITTEN:
-            return f"{who}, but no op ever wrote {_show(saw)}; it could have seen {could}"
-        if newer is not None and self.kind is not AnomalyKind.NOT_LINEARIZABLE:
-            op, value, written = newer
-            done = _time(_done(op), t0)
-            if self.kind is AnomalyKind.LOST_WRITE:
-                return (
-                    f"{who}, but the acknowledged write of {_show(value)} (completed {done})"
-                    f" had overwritten it before the {noun} began, and no op ever saw"
-                    f" {_show(value)}: the write was lost"
-                )
-            how = "written" if written else f"seen by {op.target}'s {op.kind}"
-            return (
-                f"{who}, but {_show(value)} had been {how} (completed {done}) before the"
-                f" {noun} began; it could have seen {could}"
-            )
-        return (
-            f"{who}, which no linearization of the {len(self.stretch)} ops of its stretch"
-            f" allows; it could have seen {could}"
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "key": self.key,
-            "kind": self.kind.value,
-            "culprit": self.culprit.to_dict(),
-            "could_see": list(self.could_see),
-            "stretch": [op.to_dict() for op in self.stretch],
-            "at": self.at,
-            "description": self.describe(),
-        }
-
-
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """A whole history's verdict: ``anomalies`` holds the first anomaly of each bad key."""
@@ -264,68 +197,6 @@ class CheckResult:
         )
 
 
-def _show(value: str | None) -> str:
-    return "absent" if value is None else repr(value)
-
-
-def _alternatives(values: Sequence[str | None]) -> str:
-    if not values:
-        return "no value at all"
-    shown = [_show(v) for v in values]
-    return "only " + (shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1])
-
-
-def _time(t: float, t0: float | None) -> str:
-    if t0 is not None:
-        return f"{t - t0:.3f} s"
-    if t > 1e8:  # an epoch time: the time of day reads best beside logs
-        secs, ms = divmod(round(t * 1000), 1000)
-        return time.strftime("%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}"
-    return f"{t:.3f} s"
-
-
-def _span(start: float, end: float | None, t0: float | None) -> str:
-    if end is None:
-        return f"{_time(start, t0)} (no answer)"
-    a, b = _time(start, t0), _time(end, t0)
-    if a.endswith(" s") and b.endswith(" s"):
-        return f"{a[:-2]}-{b}"
-    return f"{a}-{b}"
-
-
-def _done(op: Op) -> float:
-    return op.recv if op.recv is not None else INF
-
-
-def _seen(op: Op) -> str | None:
-    """The value an op saw: a read's result, a refused CAS's report, a CAS's expected."""
-    if op.kind == OpKind.CAS and op.outcome is not Outcome.REJECTED:
-        return op.expected
-    return op.result
-
-
-def _newer(anomaly: Anomaly) -> tuple[Op, str | None, bool] | None:
-    """The evidence that another value was current before the culprit began: the
-    latest-completing determinate op of the stretch, done before the culprit's send, that
-    wrote (True) or saw (False) a value other than the one the culprit saw."""
-    c = anomaly.culprit
-    saw = _seen(c)
-    best: tuple[Op, str | None, bool] | None = None
-    for op in anomaly.stretch:
-        if op is c or op.indeterminate or not _done(op) < c.send:
-            continue
-        if best is not None and _done(op) <= _done(best[0]):
-            continue
-        produces, value = _produces(op)
-        if produces and value != saw:
-            best = (op, value, True)
-            continue
-        observes, value = _observes(op)
-        if observes and value != saw:
-            best = (op, value, False)
-    return best
-
-
 # ---------------------------------------------------------------- what an op does
 
 
@@ -334,7 +205,7 @@ BLIND: Final = 1  # a write: its result does not depend on the state
 OTHER: Final = 2
 
 
-def _produces(op: Op) -> tuple[bool, str | None]:
+def value_written(op: Op) -> tuple[bool, str | None]:
     """Whether the op (if it took effect) wrote a value, and which (register semantics)."""
     if op.kind == OpKind.WRITE and op.outcome in (Outcome.OK, Outcome.TIMEOUT):
         return True, op.value
@@ -343,7 +214,7 @@ def _produces(op: Op) -> tuple[bool, str | None]:
     return False, None
 
 
-def _observes(op: Op) -> tuple[bool, str | None]:
+def value_observed(op: Op) -> tuple[bool, str | None]:
     """Whether the op (if it took effect) required the register to hold a value, and which."""
     if op.kind == OpKind.READ and op.outcome is Outcome.OK:
         return True, op.result
@@ -579,14 +450,17 @@ _START: Final[_Key] = (-INF, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class Failure:
+    """The first op of a segment that no configuration explains (``op``, completed ``at``),
+    with what :func:`pytest_operator._anomalies.explain` reruns the search on."""
+
     op: Op
     at: float
     ops: tuple[Op, ...]  # the segment's fed ops (the stretch is found among them)
     state: Hashable  # the segment's initial state
 
 
-class _KeyRun:
+class KeyRun:
     """The search over one key's ops, fed as they arrive and advanced to a horizon.
 
     A *segment* starts at the beginning, or right after an anomaly from :data:`UNKNOWN`.
@@ -646,11 +520,11 @@ class _KeyRun:
                 self._push(f.completion(), f)
             if not self.exact:
                 continue
-            produces, value = _produces(op)
+            produces, value = value_written(op)
             if produces:
                 self.producers.setdefault(value, []).append(f)
                 touched.add(value)
-            observes, seen = _observes(op)
+            observes, seen = value_observed(op)
             if observes:
                 watchers = self.observers.setdefault(seen, [])
                 watchers.append(f)
@@ -709,11 +583,11 @@ class _KeyRun:
 
     # -- searching
 
-    def advance(self, horizon: float, *, first_only: bool = False) -> list[_Failure]:
+    def advance(self, horizon: float, *, first_only: bool = False) -> list[Failure]:
         """Process every event before ``horizon``; the anomalies found, in time order."""
         if self.restart_at is not None:
             self._restart(self.restart_at)
-        out: list[_Failure] = []
+        out: list[Failure] = []
         heap, fed = self.heap, self.fed
         while heap and heap[0][0] < horizon:
             key = heapq.heappop(heap)
@@ -736,14 +610,14 @@ class _KeyRun:
                 self._checkpoint(key, t)
         return out
 
-    def _fail(self, f: _Fed, key: _Key) -> _Failure:
+    def _fail(self, f: _Fed, key: _Key) -> Failure:
         base = self.base
         ops = tuple(
             g.op
             for g in self.fed
             if g.id not in self.dead and (g.inv > base or g.completion() > base)
         )
-        failure = _Failure(f.op, key[0], ops, self.state)
+        failure = Failure(f.op, key[0], ops, self.state)
         self.dead.add(f.id)
         pending = sorted(
             (g for g in self.search.pending.values() if g.id != f.id), key=lambda g: g.inv
@@ -798,199 +672,6 @@ class _KeyRun:
         self.next_checkpoint = -INF
 
 
-# ---------------------------------------------------------------- explaining a failure
-
-
-def _first_failure(
-    ops: Iterable[Op], model: Model, initial: str | None, state: Hashable
-) -> _Failure | None:
-    run = _KeyRun(model, initial, state=state)
-    for op in sorted(ops, key=lambda op: (op.send, op.index)):
-        run.add(op)
-    found = run.advance(INF, first_only=True)
-    return found[0] if found else None
-
-
-def _safe_part(chunk: Iterable[Op], current: Sequence[Op]) -> set[int]:
-    """The largest part of ``chunk`` (as ``id()``s) that may be deleted soundly from
-    ``current``: every op in it writes nothing, or a value no remaining op observes."""
-    drop = {id(op): op for op in chunk}
-    while True:
-        observed = set()
-        for op in current:
-            if id(op) not in drop:
-                observes, value = _observes(op)
-                if observes:
-                    observed.add(value)
-        keep = [i for i, op in drop.items() if (p := _produces(op))[0] and p[1] in observed]
-        if not keep:
-            return set(drop)
-        for i in keep:
-            del drop[i]
-
-
-def _minimize(
-    ops: Sequence[Op],
-    culprit: Op,
-    end: float,
-    model: Model,
-    initial: str | None,
-    state: Hashable,
-) -> list[Op]:
-    """The smallest stretch found by safe deletions that still fails at ``culprit`` (which
-    completed at ``end``).
-
-    The ops sent after ``end`` go first, unchecked (they cannot change the search up to
-    ``end``: an indeterminate write they fed is only an option less, and a deadline they
-    set lies after ``end``). Then the shortest suffix before the culprit that keeps the
-    failure, found by doubling then bisection (so the stretch keeps the latest writes
-    that explain the failure, and each trial is small). Then chunks, halving, oldest
-    first (again keeping the latest), down to one op at a time until no safe deletion
-    keeps it."""
-
-    def fails(ops: Sequence[Op]) -> bool:
-        failure = _first_failure(ops, model, initial, state)
-        return failure is not None and failure.op is culprit
-
-    def without(drop: set[int]) -> list[Op]:
-        return [op for op in current if id(op) not in drop]
-
-    current = sorted(ops, key=lambda op: (op.send, op.index))
-    current = without(_safe_part((op for op in current if op.send > end), current))
-    older = [op for op in current if op is not culprit]
-
-    def keeping(count: int) -> list[Op]:
-        return without(_safe_part(older[: len(older) - count], current))
-
-    keep = 8
-    while keep < len(older) and not fails(keeping(keep)):
-        keep *= 2
-    lo, hi = keep // 2 + 1 if keep > 8 else 0, min(keep, len(older))
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fails(keeping(mid)):
-            hi = mid
-        else:
-            lo = mid + 1
-    current = keeping(hi)
-    size = max(1, (len(current) - 1) // 2)
-    while True:
-        removed = False
-        candidates = [op for op in current if op is not culprit]
-        for i in range(0, len(candidates), size):
-            present = {id(op) for op in current}
-            chunk = (op for op in candidates[i : i + size] if id(op) in present)
-            drop = _safe_part(chunk, current)
-            if drop and fails(trial := without(drop)):
-                current, removed = trial, True
-        if size == 1 and not removed:
-            return current
-        size = max(1, size // 2)
-
-
-def _could_see(
-    ops: Sequence[Op],
-    culprit: Op,
-    end: float,
-    model: Model,
-    initial: str | None,
-    state: Hashable,
-) -> tuple[str | None, ...]:
-    """The values the culprit could have seen (or compared against) in a linearization of
-    ``ops`` up to its completion, each tried by replacing what it saw. Tried: the values
-    of writes not surely overwritten before it began (another write was sent after they
-    completed and completed before it began), and the initial value until one was."""
-    overwritten_before = max(
-        (op.send for op in ops if _produces(op)[0] and _done(op) < culprit.send), default=-INF
-    )
-    candidates: list[str | None] = []
-    if overwritten_before == -INF and isinstance(state, tuple) and len(state) == 1:
-        candidates.append(state[0])
-    for op in sorted(ops, key=lambda op: (op.send, op.index)):
-        produces, value = _produces(op)
-        if not produces or op is culprit or value in candidates or op.send >= end:
-            continue
-        if op.indeterminate or _done(op) >= overwritten_before:
-            candidates.append(value)
-    saw = _seen(culprit)
-    out: list[str | None] = []
-    others = [op for op in ops if op is not culprit]
-    for value in candidates:
-        if value == saw:
-            continue
-        if culprit.kind == OpKind.CAS and culprit.outcome is not Outcome.REJECTED:
-            probe = replace(culprit, expected=value)
-        else:
-            probe = replace(culprit, result=value)
-        failure = _first_failure([*others, probe], model, initial, state)
-        if failure is None or (failure.op is not probe and failure.at >= end):
-            out.append(value)
-    return tuple(out)
-
-
-def _explain(key: str, failure: _Failure, run: _KeyRun) -> Anomaly:
-    model, initial, culprit = run.model, run.initial, failure.op
-    if not run.exact:
-        stretch = sorted(failure.ops, key=lambda op: (op.send, op.index))
-        return Anomaly(key, AnomalyKind.NOT_LINEARIZABLE, culprit, (), tuple(stretch), failure.at)
-    end = failure.at
-    stretch = _minimize(failure.ops, culprit, end, model, initial, failure.state)
-    # what it could have seen is judged from the last write that completed before it began
-    ops = failure.ops
-    since = max(
-        (op.send for op in ops if _produces(op)[0] and _done(op) < culprit.send), default=-INF
-    )
-    drop = _safe_part((op for op in ops if op.send < since or op.send > end), ops)
-    context = [op for op in ops if id(op) not in drop]
-    could = _could_see(context, culprit, end, model, initial, failure.state)
-    anomaly = Anomaly(key, AnomalyKind.NOT_LINEARIZABLE, culprit, could, tuple(stretch), end)
-    return replace(anomaly, kind=_kind(anomaly, run))
-
-
-def _kind(anomaly: Anomaly, run: _KeyRun) -> AnomalyKind:
-    """Name the shape, from the key's whole history as known. Stale (a read, or a CAS) and
-    lost write need the value seen to have been overwritten before the culprit began:
-    another value was written or seen before it began (in the stretch), by a write sent
-    after the seen value surely existed (its write completed, or another op saw it); so
-    two concurrent writes seen in opposite orders are just not linearizable. Stale when
-    that newer value was seen by some op, lost when an acknowledged write nobody saw."""
-    c = anomaly.culprit
-    saw = _seen(c)
-    writers = [op for op in run.ops if op.kind in _WRITERS and op.value == saw]
-    if saw != run.initial and not writers:
-        return AnomalyKind.NEVER_WRITTEN
-    if saw != run.initial and not any(op.send < c.send for op in writers):
-        return AnomalyKind.NOT_LINEARIZABLE  # it saw a value from the future
-    newer = _newer(anomaly)
-    if newer is None:
-        return AnomalyKind.NOT_LINEARIZABLE
-    _, value, written = newer
-    effective = (Outcome.OK, Outcome.TIMEOUT)
-    written_by = -INF if saw == run.initial else INF  # when the seen value surely existed
-    for op in run.ops:
-        if op.kind in _WRITERS and op.value == saw and op.outcome in effective:
-            written_by = min(written_by, _done(op))
-        elif op is not c and not op.indeterminate and _observes(op) == (True, saw):
-            written_by = min(written_by, _done(op))
-    if not any(
-        op.kind in _WRITERS
-        and op.value == value
-        and op.outcome in effective
-        and op.send > written_by
-        for op in run.ops
-    ):
-        return AnomalyKind.NOT_LINEARIZABLE
-    if c.kind == OpKind.CAS and c.outcome is not Outcome.REJECTED:
-        return AnomalyKind.STALE_CAS
-    seen = {_observes(op)[1] for op in run.ops if _observes(op)[0] and not op.indeterminate}
-    if not written or value in seen:
-        return AnomalyKind.STALE_READ
-    return AnomalyKind.LOST_WRITE
-
-
-_WRITERS: Final = frozenset((OpKind.WRITE, OpKind.CAS))
-
-
 # ---------------------------------------------------------------- entry points
 
 
@@ -999,6 +680,8 @@ def check(
 ) -> CheckResult:
     """Judge a whole history, key by key; ``initial`` is every key's value before the first
     op (None: absent). An op of a kind the model does not judge raises ValueError."""
+    from pytest_operator._anomalies import explain  # here: _anomalies imports this module
+
     began = time.perf_counter()
     judge = model if model is not None else Register()
     by_key: dict[str, list[Op]] = {}
@@ -1011,12 +694,12 @@ def check(
         indeterminate += op.indeterminate
     anomalies: list[Anomaly] = []
     for key in sorted(by_key):
-        run = _KeyRun(judge, initial)
+        run = KeyRun(judge, initial)
         for op in sorted(by_key[key], key=lambda op: (op.send, op.index)):
             run.add(op)
         found = run.advance(INF, first_only=True)
         if found:
-            anomalies.append(_explain(key, found[0], run))
+            anomalies.append(explain(key, found[0], run))
     return CheckResult(
         model=judge.name,
         valid=not anomalies,
@@ -1055,7 +738,7 @@ class LinearizabilityWatch:
         self._show_for = show_for
         self._initial = initial
         self._seen = 0
-        self._keys: dict[str, _KeyRun] = {}
+        self._keys: dict[str, KeyRun] = {}
         self._found: list[tuple[float, Anomaly, SafetyViolation]] = []
 
     @property
@@ -1066,6 +749,8 @@ class LinearizabilityWatch:
     def check(self, now: float) -> tuple[SafetyViolation, ...]:
         """Judge what is new up to the horizon; the anomalies found in the last
         ``show_for`` seconds, as violations."""
+        from pytest_operator._anomalies import explain  # here: _anomalies imports this module
+
         horizon = self._history.pending_since()  # first: ops resolved after it are late
         if horizon is None:
             horizon = now
@@ -1075,13 +760,13 @@ class LinearizabilityWatch:
                 raise ValueError(_unknown_kind(self._model, op))
             run = self._keys.get(op.key)
             if run is None:
-                run = self._keys[op.key] = _KeyRun(self._model, self._initial, checkpoints=True)
+                run = self._keys[op.key] = KeyRun(self._model, self._initial, checkpoints=True)
             run.add(op)
         self._seen = len(ops)
         for key in sorted(self._keys):
             run = self._keys[key]
             for failure in run.advance(horizon):
-                anomaly = _explain(key, failure, run)
+                anomaly = explain(key, failure, run)
                 violation = SafetyViolation(
                     self._property,
                     components=(anomaly.culprit.target,),

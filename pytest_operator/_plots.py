@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from pytest_operator._history import Op, OpKind, Outcome
 
 if TYPE_CHECKING:
-    from pytest_operator._linearizable import Anomaly
+    from pytest_operator._anomalies import Anomaly
 
 BUCKET_S = 0.1
 FAULT_COLOR = "#d62728"

@@ -12,14 +12,9 @@ from dataclasses import replace
 
 import pytest
 
+from pytest_operator._anomalies import AnomalyKind
 from pytest_operator._history import Op, OpKind, Outcome
-from pytest_operator._linearizable import (
-    UNKNOWN,
-    AnomalyKind,
-    CheckResult,
-    Register,
-    check,
-)
+from pytest_operator._linearizable import UNKNOWN, CheckResult, Register, check
 from pytest_operator._workload import OpMix, requests
 
 OK, REJ, ERR, TMO = Outcome.OK, Outcome.REJECTED, Outcome.ERROR, Outcome.TIMEOUT

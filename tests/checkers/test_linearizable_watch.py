@@ -13,8 +13,9 @@ import random
 import time
 from dataclasses import dataclass, replace
 
+from pytest_operator._anomalies import AnomalyKind
 from pytest_operator._history import History, Op, OpKind, Outcome
-from pytest_operator._linearizable import AnomalyKind, LinearizabilityWatch, check
+from pytest_operator._linearizable import LinearizabilityWatch, check
 from pytest_operator._signals import SafetyViolation
 from tests.checkers.test_linearizable import numbered, read, write
 
