@@ -68,18 +68,8 @@ from pytest_operator._signals import SafetyViolation
 from pytest_operator._workload import OpMix, register_ops
 
 if TYPE_CHECKING:
-    # Anomaly and AnomalyKind live in _anomalies, which imports this module: they are
-    # importable from here too, for mypy by these lines, at run time by __getattr__
-    from pytest_operator._anomalies import Anomaly as Anomaly
-    from pytest_operator._anomalies import AnomalyKind as AnomalyKind
-else:
-
-    def __getattr__(name: str) -> object:
-        if name in ("Anomaly", "AnomalyKind"):
-            from pytest_operator import _anomalies
-
-            return getattr(_anomalies, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Anomaly lives in _anomalies, which imports this module (explain is imported lazily)
+    from pytest_operator._anomalies import Anomaly
 
 
 INF: Final = math.inf

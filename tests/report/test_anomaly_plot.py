@@ -13,8 +13,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from pytest_operator._anomalies import Anomaly, AnomalyKind
 from pytest_operator._history import Op, OpKind, Outcome
-from pytest_operator._linearizable import Anomaly, AnomalyKind
 from pytest_operator._plots import (
     CULPRIT_COLOR,
     CULPRIT_GID,
