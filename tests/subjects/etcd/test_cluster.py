@@ -7,13 +7,22 @@ import asyncio
 import base64
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from pytest_operator import ActionError, ChaosUnsupported, Risk, clock_skew
+from pytest_operator import (
+    ActionError,
+    ChaosUnsupported,
+    Risk,
+    Workload,
+    clock_skew,
+    register_ops,
+    steady,
+)
 from pytest_operator._cluster import EmbeddedCluster
 from pytest_operator._history import History, OpKind, Outcome
 from pytest_operator._invariants import Finding
@@ -343,3 +352,36 @@ async def test_one_observation_is_bounded_even_with_every_member_frozen(
         await until(fresh.observe, settled)
     finally:
         await fresh.aclose()
+
+
+async def test_a_stale_read_at_an_isolated_follower_is_a_linearizable_violation_there(
+    cluster: EmbeddedCluster,
+) -> None:
+    await cluster.reset()
+    history = History()
+    s = subject.open(cluster, subject.configure(3, {"reads": "serializable"}), history)
+    net = cluster.netfilter
+    try:
+        obs = await until(s.observe, settled)
+        assert obs.safety == ()
+        (leader,) = leaders(obs)
+        cut = next(m for m in MEMBERS if m != leader)
+        majority = [m for m in MEMBERS if m != cut]
+        for peer in majority:
+            net.drop(cluster.host(cut), cluster.host(peer), "test")
+            net.drop(cluster.host(peer), cluster.host(cut), "test")
+        ops = register_ops(0.5, 0.1, 0.4, reads_on=[cut], writes_on=majority)
+        keys = [f"stale-{uuid.uuid4().hex[:8]}"]  # no earlier test wrote it
+        async with Workload(s.requester(), s.targets, history) as workload:
+            await workload.run(steady(rate=40), keys, duration=1.5, ops=ops)
+        obs = await s.observe()
+        blamed = {c for v in obs.safety if v.property == "linearizable" for c in v.components}
+        assert cut in blamed, obs.safety
+        (linearizable,) = [i for i in s.invariants if i.name == "linearizable"]
+        findings = linearizable.check(obs)
+        assert cut in names(findings) and all(f.message for f in findings)
+        reads = [op for op in history.snapshot() if op.kind == OpKind.READ]
+        assert reads and all(op.target == cut and op.result is None for op in reads)
+    finally:
+        net.clear_drops()
+        await s.aclose()
