@@ -54,6 +54,7 @@ against Porcupine on random histories.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
@@ -453,7 +454,9 @@ class Failure:
 class KeyRun:
     """The search over one key's ops, fed as they arrive and advanced to a horizon.
 
-    A *segment* starts at the beginning, or right after an anomaly from :data:`UNKNOWN`.
+    A *segment* starts at the beginning, or right after an anomaly whose culprit wrote (a
+    CAS on a stale value), from :data:`UNKNOWN`; a culprit that only read is dropped and
+    the segment goes on.
     When an op arrives that changes what was already searched (an indeterminate write
     observed late must now be fed), the search restarts from a saved state before it."""
 
@@ -609,6 +612,12 @@ class KeyRun:
         )
         failure = Failure(f.op, key[0], ops, self.state)
         self.dead.add(f.id)
+        if f.role == OBSERVER:
+            # An op that only looked (a read) changed nothing: the search goes on without
+            # it, so the next op to contradict the register is judged against what the
+            # others did, not against what this one saw. (Deleting an observer is safe:
+            # an anomaly of the rest is an anomaly of the whole.)
+            return failure
         pending = sorted(
             (g for g in self.search.pending.values() if g.id != f.id), key=lambda g: g.inv
         )
@@ -710,8 +719,9 @@ class LinearizabilityWatch:
     op in flight that nobody announced may explain what another saw, and arrive too late
     to withdraw an anomaly already reported. An
     anomaly is reported as a :class:`SafetyViolation` for ``show_for`` seconds after it was
-    found; the key's search then resumes from an unknown state, so later anomalies are
-    found too."""
+    found. The key's search then goes on without the culprit when it only read (a stale
+    read), or from an unknown state when it wrote, so later anomalies are found too and
+    each is judged against what the other ops did."""
 
     def __init__(
         self,
@@ -739,7 +749,7 @@ class LinearizabilityWatch:
     def check(self, now: float) -> tuple[SafetyViolation, ...]:
         """Judge what is new up to the horizon; the anomalies found in the last
         ``show_for`` seconds, as violations."""
-        from pytest_operator._anomalies import explain  # here: _anomalies imports this module
+        from pytest_operator._anomalies import AnomalyKind, explain  # they import this module
 
         horizon = self._history.pending_since()  # first: ops resolved after it are late
         if horizon is None:
@@ -757,6 +767,11 @@ class LinearizabilityWatch:
             run = self._keys[key]
             for failure in run.advance(horizon):
                 anomaly = explain(key, failure, run)
+                if anomaly.kind is AnomalyKind.LOST_WRITE:
+                    # Mid-run, a write nobody has seen *yet* is not known to be lost: the
+                    # read saw a value already overwritten, which is a stale read. Only
+                    # the whole history can say a write was lost.
+                    anomaly = dataclasses.replace(anomaly, kind=AnomalyKind.STALE_READ)
                 violation = SafetyViolation(
                     self._property,
                     components=(anomaly.culprit.target,),
