@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self
 
 from pytest_operator._causes import FaultKind, RootCause, split_cause
-from pytest_operator._process import ManagedProcess
+from pytest_operator._process import ProcessHandle
 from pytest_operator._selectors import (
     SELECT_TIMEOUT_S,
     Selector,
@@ -72,15 +72,17 @@ _tokens = itertools.count(1)  # tags the rules of one injection of a network fau
 
 
 class ChaosTarget(Protocol):
-    """What a fault needs from a running cluster (EmbeddedCluster satisfies it; so does
-    :class:`Observed`, which adds the subject's observation for selectors)."""
+    """What a fault needs from a running cluster, whichever backend runs it (every
+    ``_backend.Cluster`` satisfies it; so does :class:`Observed`, which adds the subject's
+    observation for selectors). A process fault acts through ``process(name)``: a process
+    group on the embedded backend, a container on the compose backend."""
 
     @property
     def toxiproxy(self) -> ToxiproxyClient: ...
     @property
     def netfilter(self) -> Netfilter: ...
     def proxy_name(self, source: str, target: str) -> str: ...
-    def process(self, name: str) -> ManagedProcess: ...
+    def process(self, name: str) -> ProcessHandle: ...
     def set_clock_offset(self, name: str, seconds: float) -> None: ...
     def clock_file(self, name: str) -> Path: ...
     def clock_note(self, name: str) -> str | None: ...
@@ -125,7 +127,7 @@ class Observed:
     def proxy_name(self, source: str, target: str) -> str:
         return self.target.proxy_name(source, target)
 
-    def process(self, name: str) -> ManagedProcess:
+    def process(self, name: str) -> ProcessHandle:
         return self.target.process(name)
 
     def set_clock_offset(self, name: str, seconds: float) -> None:

@@ -25,9 +25,10 @@ from pytest_operator._options import Backend, DiagnoserChoice, OperatorOptions
 from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
 
 if TYPE_CHECKING:
+    from pytest_operator._backend import Cluster
     from pytest_operator._chaos import Chaos, Fault, Injection
-    from pytest_operator._cluster import EmbeddedCluster
     from pytest_operator._history import History
+    from pytest_operator._process import ProcessHandle
     from pytest_operator._workload import Workload
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ class ClusterPool:
         self.subject = subject
         self.backend = backend
         self.config: SubjectConfig | None = None
-        self.cluster: EmbeddedCluster | None = None
+        self.cluster: Cluster[ProcessHandle] | None = None
         self.starts = 0
 
-    async def get(self, config: SubjectConfig) -> EmbeddedCluster:
+    async def get(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
         if self.backend is not Backend.EMBEDDED:
             raise pytest.UsageError(
                 f"--cluster={self.backend} is not implemented yet; use --cluster=embedded"
@@ -65,9 +66,9 @@ class ClusterPool:
             except Exception:
                 log.exception("cluster reset failed; starting a fresh cluster")
         await self.close()
-        from pytest_operator._cluster import EmbeddedCluster
+        from pytest_operator._embedded import EmbeddedCluster
 
-        cluster = EmbeddedCluster(self.subject.embedded_spec(config))
+        cluster: Cluster[ProcessHandle] = EmbeddedCluster(self.subject.embedded_spec(config))
         await cluster.start()
         self.cluster, self.config = cluster, config
         self.starts += 1
@@ -147,7 +148,9 @@ def subject_config(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def cluster(operator_clusters: ClusterPool, subject_config: SubjectConfig) -> EmbeddedCluster:
+async def cluster(
+    operator_clusters: ClusterPool, subject_config: SubjectConfig
+) -> Cluster[ProcessHandle]:
     return await operator_clusters.get(subject_config)
 
 
@@ -161,7 +164,7 @@ def history() -> History:
 @pytest_asyncio.fixture(loop_scope="session")
 async def subject(
     operator_subject: Subject,
-    cluster: EmbeddedCluster,
+    cluster: Cluster[ProcessHandle],
     subject_config: SubjectConfig,
     history: History,
 ) -> AsyncIterator[SubjectSession]:
@@ -185,7 +188,7 @@ def injections() -> InjectionLog:
 
 @pytest.fixture
 def chaos(
-    request: pytest.FixtureRequest, cluster: EmbeddedCluster, injections: InjectionLog
+    request: pytest.FixtureRequest, cluster: Cluster[ProcessHandle], injections: InjectionLog
 ) -> RecordingChaos:
     """The imperative chaos facade. In a test that uses the subject, selectors such as
     ``leader()`` resolve from the subject session's observation."""

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,49 @@ def kill_now_all(procs: Iterable[ManagedProcess]) -> None:
 
 
 ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+class ProcessHandle(Protocol):
+    """One component's process as a cluster backend runs it, whatever it runs in: a
+    :class:`ManagedProcess` on the embedded backend, a container on the compose backend.
+    What chaos (kill, pause, restart) and a cluster's reset use.
+
+    ``pause`` and ``resume`` are synchronous (a signal, or one short bounded call to a
+    container engine), so a fault's heal can run them from any context."""
+
+    name: str
+    starts: int
+    """How many times it was started."""
+
+    @property
+    def alive(self) -> bool:
+        """Started and not exited (a paused process is alive)."""
+        ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+        ...
+
+    async def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL, and wait until it is gone."""
+        ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None:
+        """Harmless when it is not paused."""
+        ...
+
+    async def wait_ready(self, check: ReadyCheck, timeout: float = 10.0) -> float:
+        """Poll ``check`` until True (the seconds it took); fail fast if it exits."""
+        ...
+
+    def log_tail(self, lines: int = 20) -> str: ...
 
 
 class ManagedProcess:
