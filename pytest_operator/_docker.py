@@ -36,7 +36,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -198,7 +198,7 @@ def unmount_under(path: Path) -> list[Path]:
     return done
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """``rm -rf path``, but never through a mount point (a debootstrap target mounts /proc)."""
     if not path.exists():
         return
@@ -259,7 +259,7 @@ def _kill(pid: int, sig: signal.Signals) -> None:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
+def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
     """An exclusive ``flock`` on ``path``, waited for at most ``timeout`` seconds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
@@ -280,7 +280,7 @@ def _file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -415,7 +415,7 @@ class DockerEngine:
 
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         timeout = self.ready_timeout + self.stop_timeout + 30.0
-        return _file_lock(self.root / "engine.lock", timeout, "dockerd")
+        return file_lock(self.root / "engine.lock", timeout, "dockerd")
 
     # --- starting
     def start(self) -> bool:
@@ -506,13 +506,13 @@ class DockerEngine:
                 self._stop_locked()
                 raise DockerError(
                     f"dockerd exited before it was ready; the end of {self.log_file}:\n"
-                    f"{_tail(self.log_file)}"
+                    f"{log_tail(self.log_file)}"
                 )
             if time.monotonic() > deadline:
                 self._stop_locked(pid)
                 raise DockerError(
                     f"dockerd was not ready within {self.ready_timeout:g} s (stopped it); "
-                    f"the end of {self.log_file}:\n{_tail(self.log_file)}"
+                    f"the end of {self.log_file}:\n{log_tail(self.log_file)}"
                 )
             time.sleep(_POLL_S)
 
@@ -550,19 +550,35 @@ class DockerEngine:
         self.started = False
         if self.root.exists():
             unmount_under(self.root)
-        self.socket.unlink(missing_ok=True)
-        self.pidfile.unlink(missing_ok=True)
+        # containerd's pidfile too: a new dockerd waits for a containerd it names that is
+        # not yet reaped (a zombie still answers kill -0), then gives up
+        for stale in (self.socket, self.pidfile, self.exec_root / "containerd" / "containerd.pid"):
+            stale.unlink(missing_ok=True)
         return pid is not None
 
     # --- clients
+    def docker_argv(self) -> list[str]:
+        """The ``docker`` client's command (run it with :meth:`env`)."""
+        return [str(find_docker_cli())]
+
     def docker(
-        self, *args: str, timeout: float = 120.0, check: bool = True
+        self,
+        *args: str,
+        timeout: float = 120.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the ``docker`` client against this engine; output captured as text. Raises
-        :class:`DockerError` with the client's stderr when ``check`` and it fails."""
-        argv = [str(find_docker_cli()), *args]
+        """Run the ``docker`` client against this engine (``env``: extra variables); output
+        captured as text. Raises :class:`DockerError` with the client's stderr when
+        ``check`` and it fails."""
+        argv = [*self.docker_argv(), *args]
         done = subprocess.run(
-            argv, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            env={**self.env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise DockerError(
@@ -572,12 +588,22 @@ class DockerEngine:
         return done
 
     def compose(
-        self, *args: str, timeout: float = 300.0, check: bool = True
+        self,
+        *args: str,
+        timeout: float = 300.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run compose v2 (:func:`compose_command`) against this engine, like :meth:`docker`."""
+        """Run compose v2 (:func:`compose_command`) against this engine, like :meth:`docker`
+        (``env``: extra variables, such as those a compose file interpolates)."""
         argv = [*compose_command(), *args]
         done = subprocess.run(
-            argv, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            env={**self.env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise DockerError(
@@ -626,5 +652,7 @@ __all__ = [
     "find_debootstrap",
     "find_docker_cli",
     "find_dockerd",
+    "mounts_under",
+    "remove_tree",
     "unmount_under",
 ]

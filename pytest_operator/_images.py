@@ -41,11 +41,11 @@ from pytest_operator._docker import (
     HOST_CA_BUNDLE,
     DockerEngine,
     DockerError,
-    _file_lock,
-    _remove_tree,
-    _tail,
+    file_lock,
     find_debootstrap,
     find_docker_cli,
+    log_tail,
+    remove_tree,
 )
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -274,12 +274,12 @@ def _run_logged(argv: Sequence[str], log: Path, env: Mapping[str, str], timeout:
         except subprocess.TimeoutExpired:
             raise DockerError(
                 f"`{' '.join(argv[:3])} ...` took over {timeout:g} s; the end of {log}:\n"
-                f"{_tail(log)}"
+                f"{log_tail(log)}"
             ) from None
     if done.returncode != 0:
         raise DockerError(
             f"`{' '.join(argv[:3])} ...` failed (status {done.returncode}); the end of {log}:\n"
-            f"{_tail(log)}"
+            f"{log_tail(log)}"
         )
 
 
@@ -293,7 +293,7 @@ def _base_tarball(
         return tarball
     debootstrap = find_debootstrap()
     rootfs = cache / f"rootfs-{tag}.{os.getpid()}"
-    _remove_tree(rootfs)
+    remove_tree(rootfs)
     try:
         say(f"debootstrap --variant={base.variant} {base.suite} (about 45 s)")
         _run_logged(
@@ -312,7 +312,7 @@ def _base_tarball(
         _run_logged([*argv, "."], cache / "logs" / "base-tar.log", os.environ, 300.0)
         os.replace(partial, tarball)
     finally:
-        _remove_tree(rootfs)
+        remove_tree(rootfs)
     return tarball
 
 
@@ -346,7 +346,7 @@ def _ensure_image(
 ) -> BuiltImage:
     started = time.monotonic()
     staging = engine.cache_dir / "staging" / f"{spec.name}.{os.getpid()}"
-    _remove_tree(staging)
+    remove_tree(staging)
     try:
         _stage(spec, staging, ca_bundle)
         tag = context_hash(staging, [f"BASE={base_ref}"])
@@ -359,7 +359,7 @@ def _ensure_image(
             argv += ["--build-arg", f"BASE={base_ref}", "-t", ref, str(staging)]
             _run_logged(argv, engine.cache_dir / "logs" / f"{spec.name}.log", env, _BUILD_TIMEOUT)
     finally:
-        _remove_tree(staging)
+        remove_tree(staging)
     engine.docker("tag", ref, f"{spec.repository}:latest")
     if built:
         _remove_older(engine, spec.repository, keep={tag, "latest"}, present=present)
@@ -390,7 +390,7 @@ def ensure_images(
     tell = say if say is not None else (lambda _msg: None)
     if not engine.running():
         raise DockerError(f"no Docker engine answers on {engine.socket}: start it first")
-    with _file_lock(engine.cache_dir / "images.lock", _LOCK_TIMEOUT, "building images"):
+    with file_lock(engine.cache_dir / "images.lock", _LOCK_TIMEOUT, "building images"):
         present = _present(engine)
         base = _ensure_base(engine, manifest.base, present, tell)
         images = tuple(
