@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Self, TypeVar
 
 from pytest_operator._cluster import (
     CLIENT,
+    HOST,
     MAIN,
     TOXIPROXY,
     Address,
@@ -48,6 +49,7 @@ from pytest_operator._cluster import (
 )
 from pytest_operator._process import ProcessHandle, RunDirectory
 from pytest_operator._topology import Component, ComponentKind, Link, Topology
+from pytest_operator._toxiproxy import ProxySpec
 
 if TYPE_CHECKING:
     from pytest_operator._netfilter import Netfilter
@@ -176,6 +178,23 @@ class Cluster(abc.ABC, Generic[P]):
             self._res.data_dir(name)  # empty again, owned by the component's uid
         await self._start_component(name)
         await self.wait_ready(name)
+
+    async def _create_proxies(self) -> None:
+        """One Toxiproxy proxy per proxied link, then the resolver knows every ``via``.
+        Proxies listen on port 0: Toxiproxy binds them and reports the real port, so no
+        other process can take a proxy's port between choosing and binding it."""
+        resolver = self._res
+        proxied = [lk for lk in self.spec.links if not lk.direct]
+        if not proxied:
+            return
+        created = await self.toxiproxy.populate(
+            [
+                ProxySpec(lk.proxy_name, f"{HOST}:0", str(resolver.address(lk.target)))
+                for lk in proxied
+            ]
+        )
+        by_name = {p.name: p.listen_port for p in created}
+        resolver.proxies.update({(lk.source, lk.target): by_name[lk.proxy_name] for lk in proxied})
 
     def _write_files(self, name: str) -> None:
         """Write the component's ``files`` into its data dir (before every start, so a

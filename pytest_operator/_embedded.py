@@ -50,7 +50,7 @@ from pytest_operator._netfilter import (
     iptables_missing,
 )
 from pytest_operator._process import ManagedProcess, RunDirectory, kill_now_all
-from pytest_operator._toxiproxy import ProxySpec, ToxiproxyClient
+from pytest_operator._toxiproxy import ToxiproxyClient
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +125,8 @@ class EmbeddedCluster(Cluster[ManagedProcess]):
             except ProxiesPending:
                 deferred.append(name)
 
-        # Proxies listen on port 0: toxiproxy binds them and reports the real port, so
-        # no other process can take a proxy's port between choosing and binding it.
         await self._toxiproxy_proc.wait_ready(lambda: HttpReady("/version")(api), timeout=10)
-        proxied = [lk for lk in self.spec.links if not lk.direct]
-        created = (
-            await self._toxiproxy.populate(
-                [
-                    ProxySpec(lk.proxy_name, f"{HOST}:0", str(resolver.address(lk.target)))
-                    for lk in proxied
-                ]
-            )
-            if proxied
-            else ()
-        )
-        by_name = {p.name: p.listen_port for p in created}
-        resolver.proxies.update({(lk.source, lk.target): by_name[lk.proxy_name] for lk in proxied})
+        await self._create_proxies()
         for c in self.spec.components:
             if c.name not in self._procs:
                 self._procs[c.name] = self._make_process(c, resolver, libfaketime)

@@ -45,7 +45,8 @@ def _options(config: pytest.Config) -> OperatorOptions:
 
 
 class ClusterPool:
-    """Keeps at most one running cluster, started for one subject configuration."""
+    """Keeps at most one running cluster, started for one subject configuration, on the
+    run's backend (``--cluster``): processes on this machine, or containers."""
 
     def __init__(self, subject: Subject, backend: Backend) -> None:
         self.subject = subject
@@ -54,11 +55,23 @@ class ClusterPool:
         self.cluster: Cluster[ProcessHandle] | None = None
         self.starts = 0
 
+    def new_cluster(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
+        """A cluster of the subject's spec for ``config``, on the run's backend."""
+        spec = self.subject.embedded_spec(config)
+        if self.backend is Backend.EMBEDDED:
+            from pytest_operator._embedded import EmbeddedCluster
+
+            return EmbeddedCluster(spec)
+        if self.backend is Backend.COMPOSE:
+            from pytest_operator._compose import ComposeCluster
+
+            return ComposeCluster(spec)
+        raise pytest.UsageError(
+            f"--cluster={self.backend} is not implemented yet; use --cluster=embedded or "
+            "--cluster=compose"
+        )
+
     async def get(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
-        if self.backend is not Backend.EMBEDDED:
-            raise pytest.UsageError(
-                f"--cluster={self.backend} is not implemented yet; use --cluster=embedded"
-            )
         if self.cluster is not None and self.config == config:
             try:
                 await self.cluster.reset()
@@ -66,9 +79,7 @@ class ClusterPool:
             except Exception:
                 log.exception("cluster reset failed; starting a fresh cluster")
         await self.close()
-        from pytest_operator._embedded import EmbeddedCluster
-
-        cluster: Cluster[ProcessHandle] = EmbeddedCluster(self.subject.embedded_spec(config))
+        cluster = self.new_cluster(config)
         await cluster.start()
         self.cluster, self.config = cluster, config
         self.starts += 1

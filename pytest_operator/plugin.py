@@ -64,6 +64,12 @@ def pytest_configure(config: pytest.Config) -> None:
             " would rewrite the cassette with its own answers only; record without -n"
             " (replaying runs in parallel)"
         )
+    if opts.backend is _options.Backend.COMPOSE:
+        from pytest_operator._compose import engine_problem
+
+        problem = engine_problem()
+        if problem is not None:
+            raise pytest.UsageError(f"--cluster=compose: {problem}")
     if opts.subject is not None:
         _registry.load(opts.subject)  # fail fast on an unknown subject
     config.stash[OPTIONS] = opts

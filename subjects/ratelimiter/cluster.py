@@ -1,4 +1,4 @@
-"""The rate limiter's cluster for the embedded backend: one Redis, N nodes.
+"""The rate limiter's cluster, for every backend: one Redis, N nodes.
 
 Components: ``redis`` (datastore) and ``node-1`` .. ``node-N`` (services, run under
 libfaketime so a node's clock can be skewed). Links: ``node-i -> redis`` (each node reaches
@@ -11,6 +11,10 @@ the nodes and scrapes every node's ``/metrics`` directly, not through the client
 every second; its URL is ``cluster.address("prometheus").url()``. It is an observer: it is
 left out of the topology (it is not part of the system under test, so no diagnosis can blame
 it) and a cut client link does not hide a node from it.
+
+On a container backend (``--cluster=compose``) each component runs in an image of the
+project's ``docker/images.toml``: ``redis``, ``ratelimiter-node`` (with libfaketime) and
+``prometheus``; their command lines are the ones above.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ REDIS = "redis"
 PROMETHEUS = "prometheus"
 PROMETHEUS_CONFIG = "prometheus.yml"
 SCRAPE_INTERVAL = "1s"
+# the images of docker/images.toml each component runs in on a container backend
+REDIS_IMAGE = "redis"
+NODE_IMAGE = "ratelimiter-node"
+PROMETHEUS_IMAGE = "prometheus"
 POLICIES = ("fail_open", "fail_closed", "local")
 CLOCKS = ("redis", "node")
 
@@ -128,6 +136,7 @@ def _node(name: str, options: Mapping[str, Option]) -> ComponentSpec:
         start_after=(REDIS,),
         # A node stops in well under a second; if its shutdown hangs, SIGKILL soon.
         stop_timeout=3.0,
+        image=NODE_IMAGE,
     )
 
 
@@ -174,6 +183,7 @@ def _prometheus(nodes: tuple[str, ...]) -> ComponentSpec:
         ready=HttpReady("/-/ready"),
         start_after=nodes,
         observer=True,
+        image=PROMETHEUS_IMAGE,
     )
 
 
@@ -208,7 +218,9 @@ def ratelimiter_cluster_spec(
     common.update(options or {})
     return ClusterSpec(
         components=(
-            ComponentSpec(REDIS, ComponentKind.DATASTORE, _redis_command, ready=RedisPing()),
+            ComponentSpec(
+                REDIS, ComponentKind.DATASTORE, _redis_command, ready=RedisPing(), image=REDIS_IMAGE
+            ),
             *(_node(n, {**common, **per_node.get(n, {})}) for n in names),
             *((_prometheus(names),) if prometheus else ()),
         ),
