@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 OPTIONS = pytest.StashKey[_options.OperatorOptions]()
 ENGINES = pytest.StashKey[list["DiagnosisEngine"]]()
 SKIPPED_ENGINES = pytest.StashKey[list[str]]()
+DOCKER_ENGINE = pytest.StashKey[str]()
+"""``--cluster=compose``: the Docker engine the run's containers run in."""
 
 MARKERS = (
     "subject(name, **options): the subject this scenario is written for, and the options"
@@ -65,11 +67,12 @@ def pytest_configure(config: pytest.Config) -> None:
             " (replaying runs in parallel)"
         )
     if opts.backend is _options.Backend.COMPOSE:
-        from pytest_operator._compose import engine_problem
+        from pytest_operator._compose import engine_problem, find_engine
 
         problem = engine_problem()
         if problem is not None:
             raise pytest.UsageError(f"--cluster=compose: {problem}")
+        config.stash[DOCKER_ENGINE] = find_engine().host
     if opts.subject is not None:
         _registry.load(opts.subject)  # fail fast on an unknown subject
     config.stash[OPTIONS] = opts
@@ -104,6 +107,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines += [
         f"operator: engine unavailable, left out: {why}" for why in config.stash[SKIPPED_ENGINES]
     ]
+    if DOCKER_ENGINE in config.stash:
+        lines.append(f"operator: containers in the Docker engine at {config.stash[DOCKER_ENGINE]}")
     return lines
 
 

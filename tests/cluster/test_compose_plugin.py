@@ -270,7 +270,9 @@ def test_a_scenario_session_runs_in_containers_and_leaves_none(
         out = session.text()
     assert code == 0, out[-3000:]
     assert "1 passed" in out
-    assert "cluster=compose" in out  # the header names the backend
+    # the header names the backend and the engine
+    assert "cluster=compose" in out
+    assert f"operator: containers in the Docker engine at {engine.host}" in out
     assert settle(api, where / "runs") == []
 
 
