@@ -32,9 +32,11 @@ project's containers directly; a run killed outright is cleaned up by the next s
 (:func:`~pytest_operator._containers.cleanup_stale`).
 
 The engine: ``DOCKER_HOST`` (a unix socket: the containers share this machine's network,
-so the engine must run here), else our own dockerd (:class:`~pytest_operator._docker.
-DockerEngine`, which ``./dev scenarios --cluster=compose`` and ``./dev docker start``
-start). :func:`engine_problem` says what is missing, for the plugin's usage error.
+so the engine must run here), else our own dockerd
+(:class:`~pytest_operator._docker.DockerEngine`, which ``./dev scenarios --cluster=compose``
+and ``./dev docker start`` start), held by a lease while a session's clusters run
+(:func:`held_engine`). :func:`engine_problem` says what is missing, for the plugin's usage
+error.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -111,6 +113,22 @@ def find_engine() -> DockerEngine:
     if problem is not None or engine is None:
         raise ClusterError(problem or "no Docker engine")
     return engine
+
+
+@contextlib.contextmanager
+def held_engine() -> Iterator[DockerEngine]:
+    """The engine for a session's clusters (:func:`find_engine`), held while they run: our
+    own dockerd through a lease (:meth:`~pytest_operator._docker.DockerEngine.lease`), so a
+    test session that started it cannot stop it under this one; ``DOCKER_HOST``'s as it is
+    (someone else's engine: never started or stopped here)."""
+    from pytest_operator._docker import default_root
+
+    engine = find_engine()
+    if engine.root != default_root().absolute():
+        yield engine
+        return
+    with engine.lease():
+        yield engine
 
 
 def engine_problem() -> str | None:
@@ -259,6 +277,7 @@ class ComposeCluster(Cluster[Container]):
 
     async def _start(self) -> None:
         self._check_spec()
+        self._services, self._procs = {}, {}  # a cluster started again starts afresh
         engine = self._engine if self._engine is not None else await asyncio.to_thread(find_engine)
         self._engine = engine
         self._api = api = DockerApi(engine.socket)
@@ -542,4 +561,4 @@ def _say(message: str) -> None:
     log.warning("images: %s", message)
 
 
-__all__ = ["ComposeCluster", "engine_problem", "find_engine"]
+__all__ = ["ComposeCluster", "engine_problem", "find_engine", "held_engine"]

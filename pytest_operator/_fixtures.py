@@ -27,6 +27,7 @@ from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
 if TYPE_CHECKING:
     from pytest_operator._backend import Cluster
     from pytest_operator._chaos import Chaos, Fault, Injection
+    from pytest_operator._docker import DockerEngine
     from pytest_operator._history import History
     from pytest_operator._process import ProcessHandle
     from pytest_operator._workload import Workload
@@ -54,6 +55,8 @@ class ClusterPool:
         self.config: SubjectConfig | None = None
         self.cluster: Cluster[ProcessHandle] | None = None
         self.starts = 0
+        self._held = contextlib.ExitStack()  # what the backend holds for the session
+        self._engine: DockerEngine | None = None
 
     def new_cluster(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
         """A cluster of the subject's spec for ``config``, on the run's backend."""
@@ -63,9 +66,11 @@ class ClusterPool:
 
             return EmbeddedCluster(spec)
         if self.backend is Backend.COMPOSE:
-            from pytest_operator._compose import ComposeCluster
+            from pytest_operator._compose import ComposeCluster, held_engine
 
-            return ComposeCluster(spec)
+            if self._engine is None:
+                self._engine = self._held.enter_context(held_engine())
+            return ComposeCluster(spec, engine=self._engine)
         raise pytest.UsageError(
             f"--cluster={self.backend} is not implemented yet; use --cluster=embedded or "
             "--cluster=compose"
@@ -78,17 +83,25 @@ class ClusterPool:
                 return self.cluster
             except Exception:
                 log.exception("cluster reset failed; starting a fresh cluster")
-        await self.close()
+        await self._stop_cluster()
         cluster = self.new_cluster(config)
         await cluster.start()
         self.cluster, self.config = cluster, config
         self.starts += 1
         return cluster
 
-    async def close(self) -> None:
+    async def _stop_cluster(self) -> None:
         cluster, self.cluster, self.config = self.cluster, None, None
         if cluster is not None:
             await cluster.stop()
+
+    async def close(self) -> None:
+        """At the session's end: the cluster stopped, the engine let go."""
+        try:
+            await self._stop_cluster()
+        finally:
+            self._engine = None
+            self._held.close()
 
 
 class RecordingChaos:

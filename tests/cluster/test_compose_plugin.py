@@ -266,10 +266,15 @@ def test_a_scenario_session_runs_in_containers_and_leaves_none(
         assert len(running) == 4  # Toxiproxy, Redis, 2 nodes
         owners = {c["Labels"][OWNER_LABEL].split()[0] for c in running}
         assert owners == {str(session.proc.pid)}
+        # the session holds our dockerd (a lease), so no other session's end stops it
+        leases = [p.name for p in (engine.root / "leases").iterdir()]
+        assert [n for n in leases if n.startswith(f"{session.proc.pid}-")] != []
         code = session.wait()
         out = session.text()
     assert code == 0, out[-3000:]
     assert "1 passed" in out
+    leases = [p.name for p in (engine.root / "leases").iterdir()]
+    assert [n for n in leases if n.startswith(f"{session.proc.pid}-")] == []
     # the header names the backend and the engine
     assert "cluster=compose" in out
     assert f"operator: containers in the Docker engine at {engine.host}" in out
