@@ -82,6 +82,10 @@ async def test_inside_a_fault(cluster, workload):
     ("docker_host", "says"),
     [
         (
+            "",
+            "no Docker engine answers on our own dockerd's socket {tmp}/engine/docker.sock: " + HOW,
+        ),
+        (
             "unix://{tmp}/docker.sock",
             "no Docker engine answers on DOCKER_HOST=unix://{tmp}/docker.sock: " + HOW,
         ),
@@ -102,7 +106,11 @@ def test_no_engine_is_a_usage_error_saying_how_to_get_one(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, docker_host: str, says: str
 ) -> None:
     tmp = str(pytester.path)
-    monkeypatch.setenv("DOCKER_HOST", docker_host.format(tmp=tmp))
+    if docker_host:
+        monkeypatch.setenv("DOCKER_HOST", docker_host.format(tmp=tmp))
+    else:  # our own dockerd, at a root where none runs
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+        monkeypatch.setenv("PYTEST_OPERATOR_DOCKER_ROOT", f"{tmp}/engine")
     pytester.makeini(INI)
     pytester.makepyfile(
         test_scenario="""
