@@ -17,21 +17,11 @@ import pytest_asyncio
 
 from pytest_operator import Call, OpKind, Outcome, Response
 from pytest_operator._cluster import EmbeddedCluster
-from subjects.etcd import subject
 from subjects.etcd.actions import MaintenanceApi
 from subjects.etcd.client import KEY_PREFIX, EtcdClient, prefix_range
+from tests.subjects.etcd.conftest import MEMBERS, WAIT
 
 pytestmark = pytest.mark.slow
-
-MEMBERS = ("etcd-1", "etcd-2", "etcd-3")
-WAIT = 30.0  # a loaded 2-core machine: generous bounds on every wait
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def cluster() -> AsyncIterator[EmbeddedCluster]:
-    config = subject.configure(3, {})
-    async with EmbeddedCluster(subject.embedded_spec(config)) as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

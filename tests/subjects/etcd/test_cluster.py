@@ -34,18 +34,9 @@ from subjects.etcd.adapter import EtcdSession
 from subjects.etcd.client import KEY_PREFIX, EtcdClient
 from subjects.etcd.invariants import member_down, no_leader, split_brain
 from subjects.etcd.observe import METRICS, parse_metrics
+from tests.subjects.etcd.conftest import MEMBERS, WAIT
 
 pytestmark = pytest.mark.slow
-
-MEMBERS = ("etcd-1", "etcd-2", "etcd-3")
-WAIT = 30.0  # a loaded 2-core machine: generous bounds on every wait
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def cluster() -> AsyncIterator[EmbeddedCluster]:
-    config = subject.configure(3, {})
-    async with EmbeddedCluster(subject.embedded_spec(config)) as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")
