@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from pytest_operator._causes import FaultKind
+
 
 class Risk(enum.IntEnum):
     LOW = 1
@@ -66,11 +68,28 @@ Run = Callable[[Args], Awaitable[str]]
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """One remediation of a subject's catalogue.
+
+    ``remedies`` names the fault kinds it repairs and ``target`` the parameter that names
+    the component it acts on, so an engine picks actions by what they do, never by their
+    names: a crash of ``node-2`` is remedied by an action whose ``remedies`` hold
+    :attr:`FaultKind.CRASH` and whose ``target`` parameter accepts ``node-2``.
+    """
+
     name: str
     description: str
     risk: Risk
     params: tuple[Param, ...]
     run: Run
+    remedies: frozenset[FaultKind] = frozenset()
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target is not None and self.target not in {p.name for p in self.params}:
+            names = ", ".join(p.name for p in self.params) or "none"
+            raise ValueError(
+                f"{self.name}: target {self.target!r} is not a parameter (parameters: {names})"
+            )
 
     def validate(self, args: Mapping[str, object]) -> dict[str, int | float | str]:
         known = {p.name for p in self.params}

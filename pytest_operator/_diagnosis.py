@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pytest_operator._causes import RootCause
+from pytest_operator._causes import FaultKind, RootCause
 from pytest_operator._invariants import Violation
 from pytest_operator._signals import Observation
 from pytest_operator._topology import Topology
@@ -28,6 +28,14 @@ class ActionInfo:
     risk: str
     params: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Each parameter's name and its allowed values (empty: free)."""
+    # Added after cases were recorded: left out of a case's JSON while at their defaults
+    # (the key is _serde.OMIT_DEFAULT, which this module cannot import).
+    remedies: tuple[FaultKind, ...] = field(default=(), metadata={"serde_omit_default": True})
+    """The fault kinds this action repairs."""
+    target: str | None = field(default=None, metadata={"serde_omit_default": True})
+    """The parameter that names the component it acts on."""
+    required: tuple[str, ...] = field(default=(), metadata={"serde_omit_default": True})
+    """The parameters it cannot run without."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +129,24 @@ class EngineUnavailable(Exception):
 def recommend(
     hypotheses: Sequence[Hypothesis], actions: Sequence[ActionInfo]
 ) -> tuple[Recommendation, ...]:
-    """Generic remediation: restart a crashed or frozen component when the catalogue can."""
+    """Generic remediation for the top hypothesis: every catalogue action that declares it
+    remedies the cause's kind, aimed at the cause's component through its ``target``
+    parameter (when that parameter accepts the component and nothing else is required).
+    Action names are never read."""
     out: list[Recommendation] = []
     for h in hypotheses[:1]:
-        if h.cause.kind.value not in ("crash", "pause"):
-            continue
+        component = h.cause.component
         for a in actions:
-            if "restart" not in a.name:
+            if h.cause.kind not in a.remedies or a.target is None:
                 continue
-            for pname, choices in a.params:
-                if h.cause.component in choices:
-                    out.append(
-                        Recommendation(
-                            a.name,
-                            ((pname, h.cause.component),),
-                            f"{h.cause.component} stopped answering",
-                        )
-                    )
+            choices = dict(a.params).get(a.target, ())
+            if choices and component not in choices:
+                continue
+            if set(a.required) - {a.target}:
+                continue  # the engine cannot fill the other parameters
+            out.append(
+                Recommendation(
+                    a.name, ((a.target, component),), f"remedies {h.cause.kind} of {component}"
+                )
+            )
     return tuple(out)

@@ -60,6 +60,9 @@ def action_info(action: Action) -> ActionInfo:
         action.description,
         str(action.risk),
         tuple((p.name, p.choices) for p in action.params),
+        remedies=tuple(sorted(action.remedies)),
+        target=action.target,
+        required=tuple(p.name for p in action.params if p.required),
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import httpx
 
-from pytest_operator import Action, ActionError, Param, Risk
+from pytest_operator import Action, ActionError, FaultKind, Param, Risk
 
 TIMEOUT = httpx.Timeout(2.0)
 Args = Mapping[str, int | float | str]
@@ -95,6 +95,8 @@ def catalogue(api: MaintenanceApi, restart: Callable[[str], Awaitable[None]]) ->
             Risk.HIGH,
             (Param("member", str, "the member to restart", choices=members),),
             restart_member,
+            remedies=frozenset({FaultKind.CRASH, FaultKind.PAUSE}),
+            target="member",
         ),
         Action(
             "transfer_leadership",
@@ -102,5 +104,6 @@ def catalogue(api: MaintenanceApi, restart: Callable[[str], Awaitable[None]]) ->
             Risk.MEDIUM,
             (Param("member", str, "the member to lead", choices=members),),
             transfer_leadership,
+            target="member",
         ),
     )

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 
 from pytest_operator._actions import Action, ActionError, Args, Param, Risk
+from pytest_operator._causes import FaultKind
 
 ALGORITHMS = ("sliding_log", "sliding_window", "fixed_window", "gcra")
 TIMEOUT = httpx.Timeout(2.0)
@@ -86,6 +87,7 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
                 Param("algorithm", str, "algorithm", required=False, choices=ALGORITHMS),
             ),
             update_limit,
+            remedies=frozenset({FaultKind.MISCONFIGURATION}),
         ),
         Action(
             "restart_node",
@@ -93,5 +95,7 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
             Risk.HIGH,
             (Param("node", str, "the node to restart", choices=nodes),),
             restart_node,
+            remedies=frozenset({FaultKind.CRASH, FaultKind.PAUSE}),
+            target="node",
         ),
     )

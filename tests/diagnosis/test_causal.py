@@ -95,7 +95,15 @@ def test_recommends_restarting_a_crashed_node_from_the_catalogue() -> None:
     from pytest_operator._diagnosis import ActionInfo
 
     case = load("test_killed_node_is_detected_and_diagnosed_as_a_crash")
-    restart = ActionInfo("restart_node", "restart", "high", (("node", ("node-1", "node-2")),))
+    restart = ActionInfo(
+        "restart_node",
+        "restart",
+        "high",
+        (("node", ("node-1", "node-2")),),
+        remedies=(FaultKind.CRASH,),
+        target="node",
+        required=("node",),
+    )
     d = CausalEngine().diagnose_now(Case(case.topology, case.observations, case.violations,
                                          (restart,)))  # fmt: skip
     assert [(r.action, r.args) for r in d.recommendations] == [

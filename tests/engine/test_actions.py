@@ -129,3 +129,37 @@ async def test_failed_verification_is_an_error() -> None:
     with pytest.raises(ActionError, match="ran but verification failed"):
         await runner.execute("update_limit", {"key": "k", "limit": 5}, verify=verify)
     assert runner.audit[-1].outcome == "unverified"
+
+
+def test_an_action_target_must_be_one_of_its_parameters() -> None:
+    async def run(args: Args) -> str:
+        return "ran"
+
+    with pytest.raises(
+        ValueError, match=r"bounce: target 'node' is not a parameter \(parameters: svc\)"
+    ):
+        Action("bounce", "b", Risk.LOW, (Param("svc", str),), run, target="node")
+
+
+async def test_both_subjects_declare_what_their_restarts_remedy() -> None:
+    from pytest_operator._causes import FaultKind
+    from subjects.etcd.actions import MaintenanceApi
+    from subjects.etcd.actions import catalogue as etcd_catalogue
+    from subjects.ratelimiter.actions import ManagementApi
+    from subjects.ratelimiter.actions import catalogue as rl_catalogue
+
+    async def restart(name: str) -> None:
+        raise AssertionError("not called")
+
+    rl_api = ManagementApi({"node-1": "http://127.0.0.1:1"})
+    etcd_api = MaintenanceApi({"m1": "http://127.0.0.1:1"})
+    rl = {a.name: a for a in rl_catalogue(rl_api, restart)}
+    etcd = {a.name: a for a in etcd_catalogue(etcd_api, restart)}
+    await rl_api.aclose()
+    await etcd_api.aclose()
+    for action, target in ((rl["restart_node"], "node"), (etcd["restart_member"], "member")):
+        assert action.remedies == {FaultKind.CRASH, FaultKind.PAUSE}
+        assert action.target == target
+    assert rl["update_limit"].remedies == {FaultKind.MISCONFIGURATION}
+    assert not rl["reset_counter"].remedies
+    assert not etcd["transfer_leadership"].remedies
