@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from pytest_operator._linearizable import check as check_linearizable
     from pytest_operator._monitor import MonitorRun
     from pytest_operator._process import free_ports, free_ports_at, process_start_time
+    from pytest_operator._remediation import NotRecovered, Recovery, Remediation, Step
     from pytest_operator._selectors import Selector, follower, leader
     from pytest_operator._signals import (
         ComponentSignals,
@@ -152,6 +153,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("free_ports", "free_ports_at", "process_start_time"), "_process"),
     **dict.fromkeys(("Selector", "follower", "leader"), "_selectors"),
     **dict.fromkeys(("FaultKind", "RootCause", "split_cause"), "_causes"),
+    **dict.fromkeys(("NotRecovered", "Recovery", "Remediation", "Step"), "_remediation"),
     **dict.fromkeys(
         (
             "Availability",
@@ -294,6 +296,7 @@ __all__ = [
     "LinkSpec",
     "Model",
     "MonitorRun",
+    "NotRecovered",
     "Observation",
     "Op",
     "OpKind",
@@ -303,8 +306,10 @@ __all__ = [
     "Pattern",
     "ProbeFailure",
     "ReadyCheck",
+    "Recovery",
     "Register",
     "RegisterOps",
+    "Remediation",
     "Requester",
     "Requests",
     "Response",
@@ -314,6 +319,7 @@ __all__ = [
     "SafetyViolation",
     "Selector",
     "SpanExcess",
+    "Step",
     "Subject",
     "SubjectConfig",
     "SubjectSession",

@@ -150,10 +150,12 @@ class ActionRunner:
         self, name: str, args: Mapping[str, object] | None = None, *, verify: Verify | None = None
     ) -> AuditEntry:
         action = self.catalogue.get(name)
+        raw = dict(args or {})
         if action is None:
             valid = ", ".join(sorted(self.catalogue)) or "none"
-            raise ActionError(f"unknown action {name!r}; actions: {valid}")
-        raw = dict(args or {})
+            why = f"unknown action {name!r}; actions: {valid}"
+            self._log(name, {k: str(v) for k, v in raw.items()}, "refused", why)
+            raise ActionError(why)
         try:
             clean = action.validate(raw)
         except ActionError as exc:

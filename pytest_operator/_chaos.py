@@ -173,6 +173,8 @@ class Injection:
     healed_at: float | None = None
     healed_mono: float | None = None
     heal_error: BaseException | None = None
+    left_in_place: bool = False
+    """Left for the operator to fix (``chaos.leave``): healed only at the test's teardown."""
 
     @property
     def root_cause(self) -> RootCause | None:
@@ -854,6 +856,19 @@ def compose(*faults: Fault) -> Compose:
     return Compose(tuple(faults))
 
 
+LEAVABLE: tuple[type[Fault], ...] = ()  # set below: the process faults
+
+
+def check_leavable(fault: Fault) -> None:
+    """Only a process fault (kill, pause, data loss) can be left for the operator to fix:
+    the catalogues remedy components, not links. A ChaosUnsupported otherwise."""
+    if not isinstance(fault, LEAVABLE):
+        raise ChaosUnsupported(
+            f"{fault.describe()} cannot be left in place for the operator: only kill, pause"
+            " and restart_with_data_loss can (inject the others with `async with`)"
+        )
+
+
 class Chaos:
     """The imperative facade: ``async with Chaos(cluster).partition("node-2", "redis"): ...``."""
 
@@ -921,6 +936,8 @@ class Chaos:
     def compose(self, *faults: Fault) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(compose(*faults))
 
+
+LEAVABLE = (Kill, Pause, RestartWithDataLoss)
 
 __all__ = [
     "Chaos",

@@ -110,6 +110,23 @@ class RecordingChaos:
     def __init__(self, chaos: Chaos, log_: InjectionLog) -> None:
         self._chaos = chaos
         self.injections = log_
+        self._left = contextlib.AsyncExitStack()
+
+    async def leave(self, fault: Fault) -> Injection:
+        """Inject a process fault (kill, pause, restart_with_data_loss) and leave it in
+        place for the operator to fix: nothing heals it before the test's teardown, which
+        heals it as usual if nobody did (a component the operator restarted is left as it
+        is). The injection is marked ``left_in_place``."""
+        from pytest_operator._chaos import check_leavable
+
+        check_leavable(fault)
+        injection = await self._left.enter_async_context(self.inject(fault))
+        injection.left_in_place = True
+        return injection
+
+    async def aclose(self) -> None:
+        """Heal what was left in place (the test's teardown)."""
+        await self._left.aclose()
 
     @contextlib.asynccontextmanager
     async def inject(self, fault: Fault) -> AsyncIterator[Injection]:
@@ -210,10 +227,10 @@ def injections() -> InjectionLog:
     return InjectionLog()
 
 
-@pytest.fixture
-def chaos(
+@pytest_asyncio.fixture(loop_scope="session")
+async def chaos(
     request: pytest.FixtureRequest, cluster: Cluster[ProcessHandle], injections: InjectionLog
-) -> RecordingChaos:
+) -> AsyncIterator[RecordingChaos]:
     """The imperative chaos facade. In a test that uses the subject, selectors such as
     ``leader()`` resolve from the subject session's observation."""
     from pytest_operator._chaos import Chaos, Observed
@@ -222,7 +239,11 @@ def chaos(
     if "subject" in request.fixturenames:
         session: SubjectSession = request.getfixturevalue("subject")
         observe = session.observe
-    return RecordingChaos(Chaos(Observed(cluster, observe)), injections)
+    recording = RecordingChaos(Chaos(Observed(cluster, observe)), injections)
+    try:
+        yield recording
+    finally:
+        await recording.aclose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

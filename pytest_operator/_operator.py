@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pytest_operator._chaos import Injection
     from pytest_operator._history import History
     from pytest_operator._linearizable import CheckResult
+    from pytest_operator._remediation import Recovery, Remediation
     from pytest_operator._subject import SubjectSession
 
 
@@ -95,6 +96,8 @@ class Operator:
         self.engines = tuple(engines)
         self.runs: list[MonitorRun] = []
         self.diagnoses: list[DiagnosisRecord] = []
+        self.remediations: list[Remediation] = []
+        self.recoveries: list[Recovery] = []
         self.actions = ActionRunner({a.name: a for a in session.actions})
         self._monitor = Monitor(session.observe, session.invariants, interval=interval)
 
@@ -216,6 +219,38 @@ class Operator:
         if failures:
             raise Misdiagnosed("; ".join(failures))
         return diagnoses
+
+    async def remediate(self, run: MonitorRun, diagnosis: Diagnosis | None = None) -> Remediation:
+        """Remedy the top hypothesis: ``diagnosis`` (default: the first engine's diagnosis
+        of ``run``) recommends actions, run in order through :attr:`actions` (the runner:
+        its approval policy, dry-run, kill switch, retries and audit), stopping at the
+        first refused or failed. What was done is returned and kept for the report."""
+        from pytest_operator._remediation import remediate
+
+        if diagnosis is None:
+            diagnosis = (await self._diagnose(self.case(run)))[0]
+        remediation = await remediate(diagnosis, self.actions)
+        self.remediations.append(remediation)
+        return remediation
+
+    async def assert_recovered(
+        self, remediation: Remediation, *, within: float, sustain: float = 2.0
+    ) -> Recovery:
+        """Every invariant holds, and every component answers, for ``sustain`` s in a row,
+        starting within ``within`` s of the remediation's first action (a
+        :class:`NotRecovered` otherwise). The time to recover is kept for the report."""
+        from pytest_operator._remediation import wait_recovered
+
+        recovery = await wait_recovered(
+            remediation,
+            self.session.observe,
+            tuple(self._monitor.invariants),
+            within=within,
+            sustain=sustain,
+            interval=self.interval,
+        )
+        self.recoveries.append(recovery)
+        return recovery
 
     async def assert_no_fault_diagnosed(self, run: MonitorRun) -> list[Diagnosis]:
         """For controls: no engine may name a root cause."""
