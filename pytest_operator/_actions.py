@@ -137,7 +137,8 @@ class ActionRunner:
     max_auto_risk: Risk = Risk.MEDIUM
     approver: Approver | None = None
     dry_run: bool = False
-    kill_switch: bool = False
+    kill_switch: bool | Callable[[], bool] = False
+    """On, or a callable read before every action (a switch a person flips mid-run)."""
     retries: int = 2
     backoff: float = 0.2
     audit: list[AuditEntry] = field(default_factory=list)
@@ -161,7 +162,7 @@ class ActionRunner:
         except ActionError as exc:
             self._log(name, {k: str(v) for k, v in raw.items()}, "refused", str(exc))
             raise
-        if self.kill_switch:
+        if self.kill_switch if isinstance(self.kill_switch, bool) else self.kill_switch():
             self._refuse(action, clean, "kill switch is on")
         if self.dry_run:
             self._log(name, clean, "dry-run", f"would run {name} (risk {action.risk})")

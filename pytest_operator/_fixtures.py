@@ -275,8 +275,24 @@ def operator(
         interval=operator_options.observe_interval,
         engines=operator_engines,
     )
+    _apply_policy(op, operator_options)
     request.node.stash[OPERATOR] = op
     return op
+
+
+def _apply_policy(op: Operator, options: OperatorOptions) -> None:
+    """The runner's policy from the options: approval level, dry-run, kill switch."""
+    from pytest_operator._actions import Approval, Risk
+    from pytest_operator._options import ApproveLevel
+
+    runner = op.actions
+    if options.approve is ApproveLevel.NONE:
+        runner.approval = Approval.REQUIRED
+    else:
+        runner.approval = Approval.AUTO
+        runner.max_auto_risk = Risk[options.approve.name]
+    runner.dry_run = options.dry_run
+    runner.kill_switch = options.kill_switch
 
 
 def build_engines(options: OperatorOptions) -> tuple[list[DiagnosisEngine], list[str]]:

@@ -25,6 +25,31 @@ class DiagnoserChoice(enum.StrEnum):
     ALL = "all"
 
 
+class ApproveLevel(enum.StrEnum):
+    """The highest action risk run without asking an approver (none: ask for every one)."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """On while the file exists, or while the environment variable is set and not "0" or
+    empty; a person flips it during a run."""
+
+    path: Path | None = None
+    env: str | None = None
+
+    def __call__(self) -> bool:
+        import os
+
+        if self.path is not None and self.path.exists():
+            return True
+        return self.env is not None and os.environ.get(self.env, "") not in ("", "0")
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorOptions:
     subject: str | None
@@ -36,6 +61,9 @@ class OperatorOptions:
     claude_model: str | None = None
     claude_record: Path | None = None
     claude_replay: Path | None = None
+    approve: ApproveLevel = ApproveLevel.MEDIUM
+    dry_run: bool = False
+    kill_switch: KillSwitch = KillSwitch()
 
     def header(self) -> str:
         return (
@@ -73,6 +101,18 @@ _OPTIONS: tuple[tuple[str, str, str | None, str], ...] = (
         "store the claude engine's responses in this file (needs ANTHROPIC_API_KEY)",
     ),
     (
+        "--operator-approve",
+        "operator_approve",
+        "medium",
+        "highest action risk run without an approver: none, low, medium or high",
+    ),
+    (
+        "--operator-kill-switch",
+        "operator_kill_switch",
+        None,
+        "file:PATH or env:NAME: while the file exists (or the variable is set), no action runs",
+    ),
+    (
         "--claude-replay",
         "operator_claude_replay",
         None,
@@ -86,6 +126,15 @@ def add_options(parser: pytest.Parser) -> None:
     for flag, ini, default, help_ in _OPTIONS:
         group.addoption(flag, dest=ini, default=None, help=f"{help_} (ini: {ini})")
         parser.addini(ini, help_, default=default)
+    help_ = "decide and audit every remediation, run none"
+    group.addoption(
+        "--operator-dry-run",
+        dest="operator_dry_run",
+        action="store_true",
+        default=None,
+        help=f"{help_} (ini: operator_dry_run)",
+    )
+    parser.addini("operator_dry_run", help_, type="bool", default=False)
 
 
 def _raw(config: pytest.Config, ini: str) -> str | None:
@@ -119,6 +168,25 @@ def _number(config: pytest.Config, ini: str, flag: str, kind: type[N], minimum: 
     return value
 
 
+def _kill_switch(config: pytest.Config) -> KillSwitch:
+    raw = _raw(config, "operator_kill_switch")
+    if raw is None:
+        return KillSwitch()
+    how, _, where = raw.partition(":")
+    if how == "file" and where:
+        return KillSwitch(path=Path(where))
+    if how == "env" and where.isidentifier():
+        return KillSwitch(env=where)
+    raise pytest.UsageError(
+        f"--operator-kill-switch={raw}: invalid value; use file:PATH or env:NAME"
+    )
+
+
+def _dry_run(config: pytest.Config) -> bool:
+    flag = config.getoption("operator_dry_run")
+    return bool(flag) if flag is not None else bool(config.getini("operator_dry_run"))
+
+
 def resolve(config: pytest.Config) -> OperatorOptions:
     """Read every option (flag first, then ini, then default); a bad value is a UsageError."""
     interval = _number(config, "operator_observe_interval", "--observe-interval", float, 0.01)
@@ -140,4 +208,7 @@ def resolve(config: pytest.Config) -> OperatorOptions:
         claude_model=_raw(config, "operator_claude_model"),
         claude_record=Path(record) if record else None,
         claude_replay=Path(replay) if replay else None,
+        approve=_choice(config, "operator_approve", "--operator-approve", ApproveLevel),
+        dry_run=_dry_run(config),
+        kill_switch=_kill_switch(config),
     )

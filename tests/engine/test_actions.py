@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_operator._actions import (
@@ -163,3 +165,17 @@ async def test_both_subjects_declare_what_their_restarts_remedy() -> None:
     assert rl["update_limit"].remedies == {FaultKind.MISCONFIGURATION}
     assert not rl["reset_counter"].remedies
     assert not etcd["transfer_leadership"].remedies
+
+
+async def test_a_kill_switch_flipped_between_actions_stops_the_next(tmp_path: Path) -> None:
+    from pytest_operator._options import KillSwitch
+
+    calls: list[str] = []
+    switch = tmp_path / "stop"
+    runner = ActionRunner(catalogue(calls), kill_switch=KillSwitch(path=switch))
+    await runner.execute("update_limit", {"key": "k", "limit": 5})
+    switch.touch()
+    with pytest.raises(ActionError, match="kill switch is on"):
+        await runner.execute("update_limit", {"key": "k", "limit": 6})
+    assert calls == ["set k=5"]
+    assert [e.outcome for e in runner.audit] == ["ok", "refused"]

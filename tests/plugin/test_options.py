@@ -143,3 +143,50 @@ def test_replay_cassette_makes_claude_available_without_a_key(
     result.stderr.fnmatch_lines(
         ["ERROR: --claude-replay: cassette bad.json is not a cassette file*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--operator-approve=all"],
+            "*--operator-approve=all: invalid value; valid values: none, low, medium, high",
+        ),
+        (
+            ["--operator-kill-switch=stop"],
+            "*--operator-kill-switch=stop: invalid value; use file:PATH or env:NAME",
+        ),
+    ],
+)
+def test_bad_remediation_policy_is_a_usage_error(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_remediation_policy_is_resolved_from_flags_and_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini(BASE_INI + "operator_approve = none\noperator_dry_run = true\n")
+    pytester.makepyfile(
+        """
+        import os
+        from pathlib import Path
+        from pytest_operator._options import ApproveLevel, resolve
+
+        def test_policy(pytestconfig, tmp_path, monkeypatch):
+            opts = resolve(pytestconfig)
+            assert opts.approve is ApproveLevel.LOW  # the flag wins over the ini
+            assert opts.dry_run is True  # from the ini
+            assert opts.kill_switch.env == "STOP_OPERATOR"
+            monkeypatch.delenv("STOP_OPERATOR", raising=False)
+            assert not opts.kill_switch()
+            monkeypatch.setenv("STOP_OPERATOR", "1")
+            assert opts.kill_switch()
+        """
+    )
+    result = pytester.runpytest(
+        "--operator-approve=low", "--operator-kill-switch=env:STOP_OPERATOR"
+    )
+    result.assert_outcomes(passed=1)
