@@ -359,6 +359,9 @@ class AllureReporting:
             allure.attach(history_summary(ops), "history summary", allure.attachment_type.TEXT)
         for n, result in enumerate(op.checks, 1):
             self.attach_check(result, f" ({n})" if len(op.checks) > 1 else "")
+        if op.actions.audit:
+            trail = "".join(e.to_json() + "\n" for e in op.actions.audit)
+            allure.attach(trail, "audit trail.jsonl", "text/plain", "jsonl")
 
     def attach_check(self, result: CheckResult, suffix: str) -> None:
         """A consistency check: its verdict as JSON, and each anomaly's smallest failing

@@ -49,6 +49,11 @@ class KillSwitch:
             return True
         return self.env is not None and os.environ.get(self.env, "") not in ("", "0")
 
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"file:{self.path}"
+        return f"env:{self.env}" if self.env is not None else "none"
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorOptions:
@@ -64,6 +69,17 @@ class OperatorOptions:
     approve: ApproveLevel = ApproveLevel.MEDIUM
     dry_run: bool = False
     kill_switch: KillSwitch = KillSwitch()
+    audit_dir: Path = Path(".run/audit")
+
+    def policy_header(self) -> str:
+        """The remediation policy, the header's second line."""
+        ask = "every action" if self.approve is ApproveLevel.NONE else f"above {self.approve}"
+        return (
+            f"operator: remediation approve={self.approve} (asked {ask}: the approver,"
+            " else a terminal prompt, else refused)"
+            f" dry-run={'on' if self.dry_run else 'off'} kill-switch={self.kill_switch}"
+            f" audit={self.audit_dir}"
+        )
 
     def header(self) -> str:
         return (
@@ -111,6 +127,12 @@ _OPTIONS: tuple[tuple[str, str, str | None, str], ...] = (
         "operator_kill_switch",
         None,
         "file:PATH or env:NAME: while the file exists (or the variable is set), no action runs",
+    ),
+    (
+        "--operator-audit-dir",
+        "operator_audit_dir",
+        ".run/audit",
+        "folder of each test's audit trail (<test>.jsonl; relative to the rootdir)",
     ),
     (
         "--claude-replay",
@@ -211,4 +233,5 @@ def resolve(config: pytest.Config) -> OperatorOptions:
         approve=_choice(config, "operator_approve", "--operator-approve", ApproveLevel),
         dry_run=_dry_run(config),
         kill_switch=_kill_switch(config),
+        audit_dir=Path(_raw(config, "operator_audit_dir") or ".run/audit"),
     )

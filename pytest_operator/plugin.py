@@ -7,8 +7,11 @@ run the monitor are in ``_fixtures`` and load only when a test asks for them.
 from __future__ import annotations
 
 import dataclasses
+import re
 import signal
 import threading
+from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -103,13 +106,42 @@ def pytest_configure_xdist_worker(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [config.stash[OPTIONS].header()]
+    opts = config.stash[OPTIONS]
+    lines = [opts.header(), opts.policy_header()]
     lines += [
         f"operator: engine unavailable, left out: {why}" for why in config.stash[SKIPPED_ENGINES]
     ]
     if DOCKER_ENGINE in config.stash:
         lines.append(f"operator: containers in the Docker engine at {config.stash[DOCKER_ENGINE]}")
     return lines
+
+
+def audit_file(config: pytest.Config, nodeid: str) -> Path:
+    """The test's audit trail: ``<audit dir>/<node id, path-safe>.jsonl``."""
+    name = re.sub(r"[^A-Za-z0-9_.\[\]-]+", "_", nodeid.replace("::", ".")).strip("_")
+    folder = config.stash[OPTIONS].audit_dir
+    return (folder if folder.is_absolute() else config.rootpath / folder) / f"{name}.jsonl"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """The ``operator`` fixture's runner writes its audit trail to the test's file and,
+    when approval is needed and no approver was given, asks at the terminal (output
+    capture lifted for the question) if stdin is one; otherwise it refuses."""
+    value = yield
+    if fixturedef.argname == "operator":
+        from pytest_operator._actions import TerminalPrompt
+        from pytest_operator._operator import Operator
+
+        if isinstance(value, Operator):
+            runner = value.actions
+            runner.audit_to(audit_file(request.config, request.node.nodeid))
+            capman = request.config.pluginmanager.getplugin("capturemanager")
+            suspend = getattr(capman, "global_and_fixture_disabled", None)
+            runner.prompt = TerminalPrompt(suspend=suspend) if suspend else TerminalPrompt()
+    return value
 
 
 def _marked_subject(item: pytest.Item) -> str | None:

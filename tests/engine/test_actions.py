@@ -37,6 +37,7 @@ def catalogue(calls: list[str], *, fail_times: int = 0) -> dict[str, Action]:
             Risk.MEDIUM,
             (Param("key", str), Param("limit", int, minimum=1, maximum=1000)),
             run,
+            idempotent=True,  # setting a limit twice is setting it once
         ),
         "restart_node": Action(
             "restart_node",
