@@ -1,5 +1,7 @@
 """Diagnosis accuracy over a pytest run: AC@k and Avg@k per engine, the false-positive
-rate on no-fault controls, beside a constant-answer baseline.
+rate on no-fault controls, beside a constant-answer baseline; and, for the fault cases an
+engine's diagnosis was acted on (``operator.remediate``), the share recovered
+(``operator.assert_recovered`` passed) and the median time to recover.
 
 AC@k is the share of fault cases whose injected root cause an engine ranked within
 its first k hypotheses; Avg@k is the mean of AC@1..AC@k. A case with several injected
@@ -37,6 +39,11 @@ class CaseResult:
     time_to_diagnose: float
     input_tokens: int | None = None
     output_tokens: int | None = None
+    remediated: bool = False
+    """The operator acted on this engine's diagnosis in this trial."""
+    time_to_recover: float | None = None
+    """Seconds from the first action to a sustained recovery; None: not recovered (or
+    not remediated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,11 @@ class EngineAccuracy:
     controls: int
     false_positive_rate: float | None
     median_time_to_diagnose: float | None
+    remediated: int = 0
+    """Fault cases the operator acted on this engine's diagnosis."""
+    recovered: float | None = None
+    """Share of the remediated fault cases that recovered (None: none remediated)."""
+    median_time_to_recover: float | None = None
 
     @classmethod
     def from_dict(cls, raw: object) -> EngineAccuracy:
@@ -73,6 +85,10 @@ class EngineAccuracy:
                 controls=int(raw["controls"]),
                 false_positive_rate=number(raw["false_positive_rate"]),
                 median_time_to_diagnose=number(raw["median_time_to_diagnose"]),
+                # absent from files written before remediation was measured
+                remediated=int(raw.get("remediated", 0)),
+                recovered=number(raw.get("recovered")),
+                median_time_to_recover=number(raw.get("median_time_to_recover")),
             )
         except KeyError as exc:
             raise ValueError(f"accuracy row {raw!r}: missing field {exc.args[0]!r}") from exc
@@ -107,7 +123,10 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def engine_accuracy(engine: str, results: Sequence[CaseResult]) -> EngineAccuracy:
-    cases = [[r.rank for r in case] for case in _fault_cases(results)]
+    grouped = _fault_cases(results)
+    cases = [[r.rank for r in case] for case in grouped]
+    acted = [case[0] for case in grouped if case[0].remediated]
+    ttrs = [r.time_to_recover for r in acted if r.time_to_recover is not None]
     controls = [r for r in results if r.expected is None]
     avg5 = None
     if cases:
@@ -123,6 +142,9 @@ def engine_accuracy(engine: str, results: Sequence[CaseResult]) -> EngineAccurac
             sum(1 for r in controls if r.ranked) / len(controls) if controls else None
         ),
         median_time_to_diagnose=_median([r.time_to_diagnose for r in results]),
+        remediated=len(acted),
+        recovered=len(ttrs) / len(acted) if acted else None,
+        median_time_to_recover=_median(ttrs),
     )
 
 
@@ -170,6 +192,7 @@ def table(rows: Sequence[EngineAccuracy]) -> list[str]:
     width = max([34, *(len(a.engine) for a in rows)])
     header = f"{'engine':<{width}} {'cases':>5} {'AC@1':>6} {'AC@3':>6} {'Avg@5':>6} "
     header += f"{'controls':>8} {'FP rate':>7} {'diagnose':>9}"
+    header += f" {'remediated':>10} {'recovered':>9} {'recover':>8}"
     lines = [header]
     for a in rows:
         ttd = (
@@ -177,9 +200,11 @@ def table(rows: Sequence[EngineAccuracy]) -> list[str]:
             if a.median_time_to_diagnose is None
             else f"{a.median_time_to_diagnose * 1000:.1f} ms"
         )
+        ttr = "-" if a.median_time_to_recover is None else f"{a.median_time_to_recover:.2f} s"
         lines.append(
             f"{a.engine:<{width}} {a.cases:>5} {_pct(a.ac1):>6} {_pct(a.ac3):>6}"
             f" {_pct(a.avg5):>6} {a.controls:>8} {_pct(a.false_positive_rate):>7} {ttd:>9}"
+            f" {a.remediated:>10} {_pct(a.recovered):>9} {ttr:>8}"
         )
     return lines
 

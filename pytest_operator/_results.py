@@ -1,4 +1,5 @@
-"""Collects what every scenario saw (detection, diagnoses) and reports it at the end:
+"""Collects what every scenario saw (detection, diagnoses, remediation and recovery) and
+reports it at the end:
 a line per scenario, the accuracy table, and the accuracy JSON.
 
 Each scenario trial's results ride on its call-phase test report (the attribute
@@ -49,6 +50,20 @@ class ScenarioResult:
     """The first violation confirmed (invariant@component), if any."""
     time_to_detect: float | None
     ranks: tuple[tuple[str, int | None], ...]
+    remediated: bool = False
+    """The operator ran a remediation (``operator.remediate``) in this trial."""
+    time_to_recover: float | None = None
+    """Seconds from the first remediation's first action to its sustained recovery
+    (``operator.assert_recovered``); None when nothing recovered."""
+
+
+def _first_recovery(op: Operator, engine: str | None = None) -> float | None:
+    """The time to recover of the first recovery (of a remediation of ``engine``'s
+    diagnosis, if given)."""
+    for r in op.recoveries:
+        if engine is None or r.remediation.engine == engine:
+            return r.time_to_recover
+    return None
 
 
 def scenario_result(nodeid: str, trial: int, outcome: str, op: Operator) -> ScenarioResult:
@@ -67,10 +82,13 @@ def scenario_result(nodeid: str, trial: int, outcome: str, op: Operator) -> Scen
         detected=None if first is None else f"{first.invariant}@{first.component}",
         time_to_detect=ttd,
         ranks=tuple((d.diagnosis.engine, d.rank) for d in op.diagnoses),
+        remediated=bool(op.remediations),
+        time_to_recover=_first_recovery(op),
     )
 
 
 def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
+    acted = {r.engine for r in op.remediations}
     return [
         CaseResult(
             scenario=nodeid,
@@ -83,6 +101,8 @@ def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
             time_to_diagnose=d.diagnosis.latency_s,
             input_tokens=d.diagnosis.input_tokens,
             output_tokens=d.diagnosis.output_tokens,
+            remediated=d.diagnosis.engine in acted,
+            time_to_recover=_first_recovery(op, d.diagnosis.engine),
         )
         for d in op.diagnoses
     ]
@@ -189,10 +209,14 @@ class Results:
             ttd = "-" if s.time_to_detect is None else f"{s.time_to_detect:.2f} s"
             ranks = " ".join(f"{e}:{r if r is not None else '-'}" for e, r in s.ranks) or "-"
             name = s.scenario.split("::")[-1]
-            tr.write_line(
+            line = (
                 f"{s.outcome:<7} {name:<60} detected={s.detected or 'nothing'}"
                 f" ttd={ttd} rank={ranks}"
             )
+            if s.remediated:
+                ttr = "-" if s.time_to_recover is None else f"{s.time_to_recover:.2f} s"
+                line += f" ttr={ttr}"
+            tr.write_line(line)
         cases = self.cases
         if cases:
             tr.write_sep("=", "operator: diagnosis accuracy")
