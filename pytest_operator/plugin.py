@@ -6,11 +6,12 @@ run the monitor are in ``_fixtures`` and load only when a test asks for them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,10 +139,23 @@ def pytest_fixture_setup(
         if isinstance(value, Operator):
             runner = value.actions
             runner.audit_to(audit_file(request.config, request.node.nodeid))
-            capman = request.config.pluginmanager.getplugin("capturemanager")
-            suspend = getattr(capman, "global_and_fixture_disabled", None)
-            runner.prompt = TerminalPrompt(suspend=suspend) if suspend else TerminalPrompt()
+            runner.prompt = TerminalPrompt(suspend=lambda: capture_lifted(request.config))
     return value
+
+
+@contextlib.contextmanager
+def capture_lifted(config: pytest.Config) -> Iterator[None]:
+    """pytest's capture lifted, stdin included (as for pdb), so a question reaches the
+    terminal and its answer is read from it."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    capman.suspend(in_=True)
+    try:
+        yield
+    finally:
+        capman.resume()
 
 
 def _marked_subject(item: pytest.Item) -> str | None:

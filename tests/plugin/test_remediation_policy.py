@@ -127,3 +127,75 @@ def test_policy_on_a_real_cluster_is_audited_per_test(
     assert len(attached) == 1
     body = (allure_dir / attached[0]["source"]).read_text()
     assert [json.loads(line)["decision"] for line in body.splitlines()] == ["dry-run"]
+
+
+PROMPTED = """
+from pytest_operator._actions import Action, ActionRunner, Approval, Risk, TerminalPrompt
+
+async def test_prompted(request, tmp_path):
+    ran = []
+
+    async def restart(args):
+        ran.append(args["node"])
+        return "restarted"
+
+    from pytest_operator._actions import Param
+    action = Action("restart_node", "restart", Risk.HIGH, (Param("node", str),), restart)
+    from pytest_operator.plugin import capture_lifted
+    runner = ActionRunner(
+        {"restart_node": action},
+        approval=Approval.REQUIRED,
+        prompt=TerminalPrompt(suspend=lambda: capture_lifted(request.config)),
+    )
+    entry = await runner.execute("restart_node", {"node": "node-1"})
+    assert ran == ["node-1"] and entry.decision == "approved"
+    assert entry.approved_by.startswith("terminal (")
+    print("APPROVED-BY", entry.approved_by)
+"""
+
+
+def test_a_person_at_the_terminal_answers_despite_output_capture(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest under a real pseudo-terminal with its default (fd) capture: the question
+    reaches the terminal and the typed answer is read."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    pytester.makeini(INI)
+    test = pytester.makepyfile(test_prompted=PROMPTED)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(test)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=pytester.path,
+    )
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"[y/N]" in seen:
+                os.write(master, b"y\n")
+                answered = True
+        assert proc.wait(timeout=30) == 0, seen.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    text = seen.decode(errors="replace")
+    assert "operator: run restart_node node=node-1 (risk high)? [y/N]" in text
+    assert "1 passed" in text
