@@ -40,7 +40,8 @@ class CaseResult:
     input_tokens: int | None = None
     output_tokens: int | None = None
     remediated: bool = False
-    """The operator acted on this engine's diagnosis in this trial."""
+    """The operator acted on this engine's diagnosis in this trial (ran at least one
+    action: a dry run or a refusal is not acting)."""
     time_to_recover: float | None = None
     """Seconds from the first action to a sustained recovery; None: not recovered (or
     not remediated)."""

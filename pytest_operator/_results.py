@@ -27,6 +27,7 @@ import pytest
 from pytest_operator._accuracy import CaseResult, cause_str, summarize, table, write_json
 from pytest_operator._fixtures import OPERATOR
 from pytest_operator._operator import Operator
+from pytest_operator._remediation import Remediation
 from pytest_operator._serde import case_to_json, from_data, to_data
 from pytest_operator.plugin import OPTIONS, SKIPPED_ENGINES
 
@@ -51,10 +52,20 @@ class ScenarioResult:
     time_to_detect: float | None
     ranks: tuple[tuple[str, int | None], ...]
     remediated: bool = False
-    """The operator ran a remediation (``operator.remediate``) in this trial."""
+    """The operator acted in this trial: a remediation (``operator.remediate``) ran at
+    least one action (a dry run or a refusal runs nothing)."""
     time_to_recover: float | None = None
     """Seconds from the first remediation's first action to its sustained recovery
     (``operator.assert_recovered``); None when nothing recovered."""
+
+
+RAN = frozenset({"ok", "failed", "unverified"})
+"""The step outcomes of an action that ran (unlike "dry-run" and "refused")."""
+
+
+def acted(remediation: Remediation) -> bool:
+    """Whether ``remediation`` ran anything on the cluster."""
+    return any(s.outcome in RAN for s in remediation.steps)
 
 
 def _first_recovery(op: Operator, engine: str | None = None) -> float | None:
@@ -82,13 +93,13 @@ def scenario_result(nodeid: str, trial: int, outcome: str, op: Operator) -> Scen
         detected=None if first is None else f"{first.invariant}@{first.component}",
         time_to_detect=ttd,
         ranks=tuple((d.diagnosis.engine, d.rank) for d in op.diagnoses),
-        remediated=bool(op.remediations),
+        remediated=any(acted(r) for r in op.remediations),
         time_to_recover=_first_recovery(op),
     )
 
 
 def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
-    acted = {r.engine for r in op.remediations}
+    engines = {r.engine for r in op.remediations if acted(r)}
     return [
         CaseResult(
             scenario=nodeid,
@@ -101,7 +112,7 @@ def case_results(nodeid: str, trial: int, op: Operator) -> list[CaseResult]:
             time_to_diagnose=d.diagnosis.latency_s,
             input_tokens=d.diagnosis.input_tokens,
             output_tokens=d.diagnosis.output_tokens,
-            remediated=d.diagnosis.engine in acted,
+            remediated=d.diagnosis.engine in engines,
             time_to_recover=_first_recovery(op, d.diagnosis.engine),
         )
         for d in op.diagnoses

@@ -21,6 +21,8 @@ from pytest_operator._accuracy import (
     table,
     write_json,
 )
+from pytest_operator._remediation import Remediation, Step
+from pytest_operator._results import acted
 from tests.plugin.test_xdist import xdist_free_env
 from tests.report.conftest import INI, run_group
 
@@ -101,6 +103,19 @@ def test_json_keeps_the_recovery_fields_and_reads_older_files(tmp_path: Path) ->
     assert (read.remediated, read.time_to_recover) == (False, None)
     with pytest.raises(ValueError, match="not a number"):
         EngineAccuracy.from_dict({**causal, "median_time_to_recover": "soon"})
+
+
+def test_only_a_remediation_that_ran_something_counts_as_acting() -> None:
+    def remediation(*outcomes: str) -> Remediation:
+        steps = tuple(
+            Step("restart_node", (("node", "node-1"),), o, "", 1, 0.0, 1.0) for o in outcomes
+        )
+        return Remediation("causal", "crash(node-1)", steps)
+
+    assert acted(remediation("ok")) and acted(remediation("failed"))
+    assert acted(remediation("ok", "refused")) and acted(remediation("unverified"))
+    assert not acted(remediation("dry-run")) and not acted(remediation("refused"))
+    assert not acted(remediation())
 
 
 SCENARIOS = """\
