@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import NoReturn, Protocol, TextIO
 
 from pytest_operator._causes import FaultKind
+
+log = logging.getLogger(__name__)
 
 
 class Risk(enum.IntEnum):
@@ -273,6 +276,9 @@ class ActionRunner:
     audit: list[AuditEntry] = field(default_factory=list)
     audit_path: Path | None = None
     """The audit trail's JSON lines file (see :meth:`audit_to`)."""
+    on_audit: list[Callable[[AuditEntry], None]] = field(default_factory=list)
+    """Called with each entry as it is appended (the operator forwards them to its
+    listeners); one that raises is logged and removed, never fails the action."""
 
     def audit_to(self, path: Path) -> None:
         """Write the audit trail to ``path`` as JSON lines from now on (the entries so
@@ -309,6 +315,12 @@ class ActionRunner:
         if self.audit_path is not None:
             with self.audit_path.open("a") as f:
                 f.write(entry.to_json() + "\n")
+        for hook in tuple(self.on_audit):
+            try:
+                hook(entry)
+            except Exception:
+                log.exception("audit hook %r failed; it is removed", hook)
+                self.on_audit.remove(hook)
         return entry
 
     def _killed(self) -> bool:

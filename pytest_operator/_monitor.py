@@ -15,6 +15,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from pytest_operator._events import (
+    Listeners,
+    MonitorStarted,
+    MonitorStopped,
+    Tick,
+    ViolationCleared,
+    ViolationConfirmed,
+)
 from pytest_operator._invariants import Invariant, Violation
 from pytest_operator._signals import Observation
 
@@ -184,6 +192,9 @@ class Monitor:
         self.interval = interval
         self.observe_timeout = observe_timeout or max(2.0, 4 * interval)
         self._clock = clock
+        self.listeners = Listeners()
+        """Called on every tick and as violations are confirmed and cleared (see
+        ``_events``); nothing is built for them while there are none."""
 
     def invariant(self, name: str) -> Invariant:
         for inv in self.invariants:
@@ -210,6 +221,9 @@ class Monitor:
         start_mono = loop.time()
         started_at = self._clock()
         stop_at_mono = start_mono + timeout
+        listeners = self.listeners
+        if listeners:
+            listeners.emit(MonitorStarted(started_at, until, timeout))
         stopped_by = "timeout"
         tick = 0
         while True:
@@ -220,14 +234,20 @@ class Monitor:
                 async with asyncio.timeout(self.observe_timeout):
                     obs = await self._observe()
             except TimeoutError:
-                timeline.errors.append(
-                    ObserveError(self._clock(), f"observe() took over {self.observe_timeout} s")
-                )
+                error = ObserveError(self._clock(), f"observe() took over {self.observe_timeout} s")
+                timeline.errors.append(error)
+                if listeners:
+                    listeners.emit(Tick(error.at, None, _active(timeline, active), error.error))
             except Exception as exc:  # a subject bug must not end the run silently
-                timeline.errors.append(ObserveError(self._clock(), f"{type(exc).__name__}: {exc}"))
+                error = ObserveError(self._clock(), f"{type(exc).__name__}: {exc}")
+                timeline.errors.append(error)
+                if listeners:
+                    listeners.emit(Tick(error.at, None, _active(timeline, active), error.error))
             else:
                 timeline.observations.append(obs)
                 self._evaluate(obs, timeline, pending, active)
+                if listeners:
+                    listeners.emit(Tick(obs.at, obs, _active(timeline, active)))
                 if (
                     until is not None
                     and stopped_by == "timeout"
@@ -242,7 +262,7 @@ class Monitor:
                 tick = int((now_mono - start_mono) / self.interval) + 1
                 next_tick = start_mono + tick * self.interval
             await asyncio.sleep(max(0.0, min(next_tick, stop_at_mono) - now_mono))
-        return MonitorRun(
+        run = MonitorRun(
             started_at=started_at,
             ended_at=self._clock(),
             timeline=timeline,
@@ -250,6 +270,9 @@ class Monitor:
             until=until,
             stopped_by=stopped_by,
         )
+        if listeners:
+            listeners.emit(MonitorStopped(run.ended_at, stopped_by, fault_at))
+        return run
 
     def _evaluate(
         self,
@@ -287,10 +310,19 @@ class Monitor:
                     )
                     active[key] = len(timeline.violations)
                     timeline.violations.append(confirmed)
+                    if self.listeners:
+                        self.listeners.emit(ViolationConfirmed(confirmed))
         for key in list(pending):
             if key not in seen:
                 del pending[key]
         for key in list(active):
             if key not in seen:
                 idx = active.pop(key)
-                timeline.violations[idx] = replace(timeline.violations[idx], cleared_at=now)
+                cleared = replace(timeline.violations[idx], cleared_at=now)
+                timeline.violations[idx] = cleared
+                if self.listeners:
+                    self.listeners.emit(ViolationCleared(cleared))
+
+
+def _active(timeline: Timeline, active: dict[tuple[str, str], int]) -> tuple[Violation, ...]:
+    return tuple(timeline.violations[i] for i in active.values())

@@ -8,14 +8,28 @@ timeline; so is each check of the history against the subject's consistency mode
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_operator._actions import Action, ActionRunner
+from pytest_operator._actions import Action, ActionRunner, AuditEntry
 from pytest_operator._causes import RootCause
 from pytest_operator._diagnosis import ActionInfo, Case, Diagnosis, DiagnosisEngine
+from pytest_operator._events import (
+    Audited,
+    Diagnosed,
+    Event,
+    FaultHealed,
+    FaultInjected,
+    Listener,
+    Listeners,
+    RecoveryMeasured,
+    Remediated,
+    Tick,
+)
 from pytest_operator._monitor import Monitor, MonitorRun
+from pytest_operator._signals import Observation
 
 if TYPE_CHECKING:
     from pytest_operator._chaos import Injection
@@ -30,9 +44,13 @@ class InjectionLog:
     """Every fault injected during one test, in order, marker and imperative alike."""
 
     injections: list[Injection] = field(default_factory=list)
+    on_add: list[Callable[[Injection], None]] = field(default_factory=list)
+    """Called with each injection as it is recorded (the operator's listeners hear of it)."""
 
     def add(self, injection: Injection) -> None:
         self.injections.append(injection)
+        for hook in tuple(self.on_add):
+            hook(injection)
 
     def root_causes(self) -> tuple[RootCause, ...]:
         causes: list[RootCause] = []
@@ -100,6 +118,54 @@ class Operator:
         self.recoveries: list[Recovery] = []
         self.actions = ActionRunner({a.name: a for a in session.actions})
         self._monitor = Monitor(session.observe, session.invariants, interval=interval)
+        self.listeners = Listeners()
+        """Hear the run as it happens (see :meth:`subscribe`)."""
+        self._unhook_monitor: Callable[[], None] | None = None
+        self._unhealed: list[Injection] = []
+        injections.on_add.append(self._injected)
+        self.actions.on_audit.append(self._audited)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every event of this operator's run from now on (see
+        ``_events``): each monitor tick, violations confirmed and cleared, faults injected
+        and healed, diagnoses, audit entries, remediations, recoveries. Returns the
+        function that unsubscribes it. Without listeners the monitor builds no event."""
+        remove = self.listeners.add(listener)
+        if self._unhook_monitor is None:
+            self._unhook_monitor = self._monitor.listeners.add(self._forward)
+
+        def unsubscribe() -> None:
+            remove()
+            if not self.listeners and self._unhook_monitor is not None:
+                self._unhook_monitor()
+                self._unhook_monitor = None
+
+        return unsubscribe
+
+    def _emit(self, event: Event) -> None:
+        if self.listeners:
+            self.listeners.emit(event)
+
+    def _forward(self, event: Event) -> None:
+        """A monitor event, after the faults healed since the last one."""
+        if isinstance(event, Tick):
+            self._check_healed()
+        self._emit(event)
+
+    def _check_healed(self) -> None:
+        if not self._unhealed:
+            return
+        healed = [i for i in self._unhealed if i.healed_at is not None]
+        for injection in healed:
+            self._unhealed.remove(injection)
+            self._emit(FaultHealed(injection))
+
+    def _injected(self, injection: Injection) -> None:
+        self._unhealed.append(injection)
+        self._emit(FaultInjected(injection))
+
+    def _audited(self, entry: AuditEntry) -> None:
+        self._emit(Audited(entry))
 
     @property
     def invariants(self) -> Sequence[str]:
@@ -172,7 +238,12 @@ class Operator:
     async def _diagnose(self, case: Case) -> list[Diagnosis]:
         if not self.engines:
             raise AssertionError("no diagnosis engine is configured for this run")
-        return [await engine.diagnose(case) for engine in self.engines]
+        diagnoses = []
+        for engine in self.engines:
+            diagnosis = await engine.diagnose(case)
+            self._emit(Diagnosed(time.time(), diagnosis))
+            diagnoses.append(diagnosis)
+        return diagnoses
 
     async def assert_diagnosis(
         self,
@@ -231,6 +302,7 @@ class Operator:
             diagnosis = (await self._diagnose(self.case(run)))[0]
         remediation = await remediate(diagnosis, self.actions)
         self.remediations.append(remediation)
+        self._emit(Remediated(time.time(), remediation))
         return remediation
 
     async def assert_recovered(
@@ -239,18 +311,42 @@ class Operator:
         """Every invariant holds, and every component answers, for ``sustain`` s in a row,
         starting within ``within`` s of the remediation's first action (a
         :class:`NotRecovered` otherwise). The time to recover is kept for the report."""
-        from pytest_operator._remediation import wait_recovered
+        from pytest_operator._remediation import NotRecovered, wait_recovered
 
-        recovery = await wait_recovered(
-            remediation,
-            self.session.observe,
-            tuple(self._monitor.invariants),
-            within=within,
-            sustain=sustain,
-            interval=self.interval,
-        )
+        try:
+            recovery = await wait_recovered(
+                remediation,
+                self._observe_for_recovery() if self.listeners else self.session.observe,
+                tuple(self._monitor.invariants),
+                within=within,
+                sustain=sustain,
+                interval=self.interval,
+            )
+        except NotRecovered as exc:
+            self._emit(RecoveryMeasured(time.time(), remediation, None, str(exc)))
+            raise
         self.recoveries.append(recovery)
+        self._emit(RecoveryMeasured(time.time(), remediation, recovery))
         return recovery
+
+    def _observe_for_recovery(self) -> Callable[[], Awaitable[Observation]]:
+        """The subject's observe, each observation (or failure) told as a recovery tick."""
+        observe = self.session.observe
+
+        async def observed() -> Observation:
+            try:
+                obs = await observe()
+            except Exception as exc:
+                self._check_healed()
+                self._emit(
+                    Tick(time.time(), None, error=f"{type(exc).__name__}: {exc}", source="recovery")
+                )
+                raise
+            self._check_healed()
+            self._emit(Tick(obs.at, obs, source="recovery"))
+            return obs
+
+        return observed
 
     async def assert_no_fault_diagnosed(self, run: MonitorRun) -> list[Diagnosis]:
         """For controls: no engine may name a root cause."""

@@ -70,6 +70,8 @@ class OperatorOptions:
     dry_run: bool = False
     kill_switch: KillSwitch = KillSwitch()
     audit_dir: Path = Path(".run/audit")
+    live: bool = False
+    """``--operator-live``: the live view asked for (shown only on a terminal)."""
 
     def policy_header(self) -> str:
         """The remediation policy, the header's second line."""
@@ -157,6 +159,32 @@ def add_options(parser: pytest.Parser) -> None:
         help=f"{help_} (ini: operator_dry_run)",
     )
     parser.addini("operator_dry_run", help_, type="bool", default=False)
+    help_ = "show the live view of each scenario while it runs (only on a terminal)"
+    group.addoption(
+        "--operator-live",
+        dest="operator_live",
+        action="store_true",
+        default=None,
+        help=f"{help_} (ini: operator_live = true/false)",
+    )
+    parser.addini("operator_live", help_, default="false")
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _live(config: pytest.Config) -> bool:
+    flag = config.getoption("operator_live")
+    if flag is not None:
+        return bool(flag)
+    raw = str(config.getini("operator_live")).strip()
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE or not raw:
+        return False
+    valid = ", ".join(_TRUE + _FALSE)
+    raise pytest.UsageError(f"operator_live={raw}: invalid value; valid values: {valid}")
 
 
 def _raw(config: pytest.Config, ini: str) -> str | None:
@@ -234,4 +262,5 @@ def resolve(config: pytest.Config) -> OperatorOptions:
         dry_run=_dry_run(config),
         kill_switch=_kill_switch(config),
         audit_dir=Path(_raw(config, "operator_audit_dir") or ".run/audit"),
+        live=_live(config),
     )

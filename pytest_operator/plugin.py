@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import re
 import signal
+import sys
 import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -21,11 +22,16 @@ from pytest_operator import _options, _registry
 
 if TYPE_CHECKING:
     from pytest_operator._diagnosis import DiagnosisEngine
+    from pytest_operator._live import LiveReporting
 
 OPTIONS = pytest.StashKey[_options.OperatorOptions]()
 ENGINES = pytest.StashKey[list["DiagnosisEngine"]]()
 SKIPPED_ENGINES = pytest.StashKey[list[str]]()
 DOCKER_ENGINE = pytest.StashKey[str]()
+LIVE: pytest.StashKey[LiveReporting] = pytest.StashKey()
+"""``--operator-live`` on a terminal: the run's live view."""
+LIVE_OFF = pytest.StashKey[str]()
+"""``--operator-live`` asked for, and why it is off."""
 """``--cluster=compose``: the Docker engine the run's containers run in."""
 
 MARKERS = (
@@ -96,6 +102,38 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(AllureReporting(config, alluredir), "operator-allure")
 
 
+@pytest.hookimpl(trylast=True, specname="pytest_configure")
+def pytest_configure_live(config: pytest.Config) -> None:
+    """``--operator-live``: on only when pytest's output is a terminal (so CI logs stay
+    plain) and in the process that writes it (not an xdist worker)."""
+    if not config.stash[OPTIONS].live:
+        return
+    if hasattr(config, "workerinput"):
+        return
+    if getattr(config.option, "dist", "no") != "no" or getattr(config.option, "numprocesses", 0):
+        config.stash[LIVE_OFF] = "tests run in xdist workers"
+        return
+    from pytest_operator._live import LiveReporting, terminal_fd
+
+    fd = terminal_fd(sys.stdout)  # capture is suspended here: the real output
+    if fd is None:
+        config.stash[LIVE_OFF] = "the output is not a terminal"
+        return
+    live = LiveReporting(fd)
+    config.stash[LIVE] = live
+    config.add_cleanup(live.close)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """The live view stops after the test's teardown (its faults healed), its last frame
+    left above the test's progress mark."""
+    yield
+    live = item.config.stash.get(LIVE, None)
+    if live is not None:
+        live.end()
+
+
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")
 def pytest_configure_xdist_worker(config: pytest.Config) -> None:
     """An xdist worker leaves ``--alluredir`` as it is: the controller cleaned it
@@ -109,6 +147,10 @@ def pytest_configure_xdist_worker(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     opts = config.stash[OPTIONS]
     lines = [opts.header(), opts.policy_header()]
+    if LIVE in config.stash:
+        lines.append("operator: live view on (each scenario drawn while it runs)")
+    elif LIVE_OFF in config.stash:
+        lines.append(f"operator: live view off: {config.stash[LIVE_OFF]} (output stays plain)")
     lines += [
         f"operator: engine unavailable, left out: {why}" for why in config.stash[SKIPPED_ENGINES]
     ]
@@ -137,10 +179,23 @@ def pytest_fixture_setup(
         from pytest_operator._operator import Operator
 
         if isinstance(value, Operator):
+            config = request.config
             runner = value.actions
-            runner.audit_to(audit_file(request.config, request.node.nodeid))
-            runner.prompt = TerminalPrompt(suspend=lambda: capture_lifted(request.config))
+            runner.audit_to(audit_file(config, request.node.nodeid))
+            runner.prompt = TerminalPrompt(suspend=lambda: _asking(config))
+            live = config.stash.get(LIVE, None)
+            if live is not None:
+                live.follow(value, request.node.nodeid)
     return value
+
+
+@contextlib.contextmanager
+def _asking(config: pytest.Config) -> Iterator[None]:
+    """A question at the terminal: the live view paused, pytest's capture lifted."""
+    live = config.stash.get(LIVE, None)
+    with live.view.paused() if live is not None else contextlib.nullcontext():
+        with capture_lifted(config):
+            yield
 
 
 @contextlib.contextmanager

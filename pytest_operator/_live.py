@@ -1,0 +1,679 @@
+"""The live view: a running scenario in the terminal, as it happens (Rich).
+
+A :class:`LiveView` subscribes to an operator's events (``_events``): every monitor
+tick's observation and active violations, violations confirmed and cleared, faults
+injected and healed, diagnoses, audit entries, remediations and recoveries. It keeps
+the little it shows (the last observation, each invariant's state, the faults, the
+diagnoses, the actions) and reads the client history incrementally for requests per
+second by outcome and latency. Listeners run on the event loop and only record under a
+lock; drawing happens in Rich's refresh thread (about four times a second), so the
+monitor pays for a few appends per tick and nothing more.
+
+``pytest --operator-live`` shows it for each test that uses the operator (the plugin
+binds it when the ``operator`` fixture is made and stops it after the test's teardown,
+leaving the last frame); ``operator demo`` shows it with a chapter banner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from pytest_operator._events import (
+    Audited,
+    Diagnosed,
+    Event,
+    FaultHealed,
+    FaultInjected,
+    MonitorStarted,
+    MonitorStopped,
+    RecoveryMeasured,
+    Remediated,
+    Tick,
+    ViolationCleared,
+    ViolationConfirmed,
+)
+from pytest_operator._history import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pytest_operator._actions import AuditEntry
+    from pytest_operator._chaos import Injection
+    from pytest_operator._diagnosis import Diagnosis
+    from pytest_operator._history import History, Op
+    from pytest_operator._invariants import Invariant, Violation
+    from pytest_operator._operator import Operator
+    from pytest_operator._remediation import Remediation
+    from pytest_operator._signals import ComponentSignals, Observation
+    from pytest_operator._topology import Topology
+
+REFRESH_PER_SECOND = 4
+SPARK_WIDTH = 30
+"""Seconds of traffic the sparklines show, one character a second."""
+WIDE = 110
+"""From this width on, panels sit side by side."""
+
+BARS = "▁▂▃▄▅▆▇█"
+OUTCOME_STYLE = {
+    Outcome.OK: "green",
+    Outcome.REJECTED: "yellow",
+    Outcome.ERROR: "red",
+    Outcome.TIMEOUT: "magenta",
+}
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, top: float | None = None) -> str:
+    """The last ``width`` values as bars scaled to ``top`` (default: their maximum);
+    padded on the left with spaces when there are fewer."""
+    shown = list(values)[-width:]
+    high = top if top is not None else max(shown, default=0.0)
+    bars = []
+    for v in shown:
+        if high <= 0 or v <= 0:
+            bars.append(BARS[0] if v <= 0 and high > 0 else " ")
+            continue
+        idx = min(len(BARS) - 1, int(v / high * (len(BARS) - 1) + 0.5))
+        bars.append(BARS[max(idx, 1)])
+    return " " * (width - len(shown)) + "".join(bars)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Requests per second by outcome and latency percentiles, per whole second of
+    ``op.send``, read incrementally from a history."""
+
+    history: History | None = None
+    seen: int = 0
+    counts: dict[int, Counter[Outcome]] = field(default_factory=dict)
+    latencies: dict[int, list[float]] = field(default_factory=dict)
+    keep: int = 120
+
+    def ingest(self) -> None:
+        if self.history is None:
+            return
+        ops = self.history.snapshot()
+        if len(ops) <= self.seen:
+            return
+        new: Sequence[Op] = ops[self.seen :]
+        self.seen = len(ops)
+        for op in new:
+            second = int(op.send)
+            self.counts.setdefault(second, Counter())[op.outcome] += 1
+            if op.latency is not None:
+                self.latencies.setdefault(second, []).append(op.latency * 1000)
+        if len(self.counts) > self.keep:
+            for old in sorted(self.counts)[: len(self.counts) - self.keep]:
+                self.counts.pop(old, None)
+                self.latencies.pop(old, None)
+
+    def window(self, now: float, width: int = SPARK_WIDTH) -> list[int]:
+        """The last ``width`` whole seconds before ``now`` (the current one is not over)."""
+        last = int(now) - 1
+        return list(range(last - width + 1, last + 1))
+
+    def series(self, outcome: Outcome, seconds: Sequence[int]) -> list[float]:
+        return [float(self.counts.get(s, Counter())[outcome]) for s in seconds]
+
+    def latency_series(self, q: float, seconds: Sequence[int]) -> list[float]:
+        return [_percentile(sorted(self.latencies.get(s, ())), q) for s in seconds]
+
+
+@dataclass(slots=True)
+class _State:
+    """What the view shows, as the listeners record it (guarded by the view's lock)."""
+
+    label: str = ""
+    bound_at: float = 0.0
+    topology: Topology | None = None
+    invariants: tuple[Invariant, ...] = ()
+    observation: Observation | None = None
+    observed_at: float | None = None
+    observe_error: str | None = None
+    source: str = ""
+    ticks: int = 0
+    monitoring: str | None = None
+    """What the monitor is doing ("until node_down", "for 15 s"), None between runs."""
+    violations: dict[tuple[str, str], Violation] = field(default_factory=dict)
+    injections: list[Injection] = field(default_factory=list)
+    diagnoses: dict[str, tuple[float, Diagnosis]] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+    remediations: list[Remediation] = field(default_factory=list)
+    recoveries: list[RecoveryMeasured] = field(default_factory=list)
+    traffic: Traffic = field(default_factory=Traffic)
+
+
+class LiveView:
+    """A Rich live view of one operator's run at a time (see the module's docstring)."""
+
+    def __init__(self, console: Console | None = None, *, title: str = "pytest-operator") -> None:
+        self.console = console if console is not None else Console()
+        self.title = title
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._chapter: tuple[str, str] = ("", "")
+        self._unsubscribe: Callable[[], None] | None = None
+        self._live: Live | None = None
+        self.clock: Callable[[], float] = time.time
+
+    # -- following a run --------------------------------------------------------------
+
+    def bind(self, operator: Operator, *, label: str = "") -> None:
+        """Follow this operator's run (its monitor's ticks and violations, its faults, its
+        history, diagnoses, audit and recoveries); the previous one is let go. What
+        already happened (faults injected, audit entries, runs) is shown too."""
+        self.unbind()
+        state = _State(
+            label=label,
+            bound_at=self.clock(),
+            topology=operator.session.topology,
+            invariants=tuple(operator.session.invariants),
+            traffic=Traffic(history=operator.history),
+        )
+        state.injections = list(operator.injections.injections)
+        state.audit = list(operator.actions.audit)
+        state.remediations = list(operator.remediations)
+        for run in operator.runs:
+            for v in run.violations:
+                state.violations[(v.invariant, v.component)] = v
+            last = run.timeline.last_observation()
+            if last is not None:
+                state.observation, state.observed_at = last, last.at
+        with self._lock:
+            self._state = state
+        self._unsubscribe = operator.subscribe(self.on_event)
+
+    def unbind(self) -> None:
+        """Stop following the current operator (its last state stays shown)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def on_event(self, event: Event) -> None:
+        """Record one event (a listener: cheap, on the event loop)."""
+        with self._lock:
+            _record(self._state, event)
+
+    def chapter(self, title: str, text: str = "") -> None:
+        """A banner shown at the top (the demo's chapter and its key hint); "" clears it."""
+        with self._lock:
+            self._chapter = (title, text)
+
+    # -- drawing ----------------------------------------------------------------------
+
+    def render(self) -> RenderableType:
+        """The current frame."""
+        now = self.clock()
+        with self._lock:
+            state = self._state
+            state.traffic.ingest()
+            snap = _Snapshot.take(state, self._chapter, now)
+        return _Frame(snap, self.title)
+
+    def start(self) -> None:
+        """Show the view on the console, redrawn about four times a second."""
+        if self._live is not None:
+            return
+        live = Live(
+            console=self.console,
+            get_renderable=self.render,
+            refresh_per_second=REFRESH_PER_SECOND,
+            auto_refresh=True,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            vertical_overflow="crop",
+        )
+        live.start(refresh=True)
+        self._live = live
+
+    def stop(self) -> None:
+        """Stop redrawing, the last frame left on screen (idempotent)."""
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._live is not None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing for a while (a question asked at the terminal), then resume."""
+        was = self.running
+        self.stop()
+        try:
+            yield
+        finally:
+            if was:
+                self.start()
+
+
+def _record(state: _State, event: Event) -> None:
+    if isinstance(event, Tick):
+        state.ticks += 1
+        state.source = event.source
+        if event.observation is not None:
+            state.observation = event.observation
+            state.observed_at = event.at
+            state.observe_error = None
+        else:
+            state.observe_error = event.error
+        for v in event.active:
+            state.violations[(v.invariant, v.component)] = v
+    elif isinstance(event, ViolationConfirmed | ViolationCleared):
+        v = event.violation
+        state.violations[(v.invariant, v.component)] = v
+    elif isinstance(event, MonitorStarted):
+        state.monitoring = (
+            f"until {event.until} (at most {event.timeout:g} s)"
+            if event.until
+            else f"for {event.timeout:g} s"
+        )
+    elif isinstance(event, MonitorStopped):
+        state.monitoring = None
+    elif isinstance(event, FaultInjected):
+        if event.injection not in state.injections:
+            state.injections.append(event.injection)
+    elif isinstance(event, FaultHealed):
+        pass  # the injection is live: its healed_at is read when drawing
+    elif isinstance(event, Diagnosed):
+        state.diagnoses[event.diagnosis.engine] = (event.at, event.diagnosis)
+    elif isinstance(event, Audited):
+        state.audit.append(event.entry)
+    elif isinstance(event, Remediated):
+        state.remediations.append(event.remediation)
+    elif isinstance(event, RecoveryMeasured):
+        state.recoveries.append(event)
+
+
+@dataclass(frozen=True, slots=True)
+class _FaultRow:
+    description: str
+    injected_at: float
+    healed_at: float | None
+    left_in_place: bool
+    heal_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A copy of the state taken under the lock; drawn outside it."""
+
+    now: float
+    label: str
+    bound_at: float
+    chapter: tuple[str, str]
+    topology: Topology | None
+    invariants: tuple[Invariant, ...]
+    observation: Observation | None
+    observed_at: float | None
+    observe_error: str | None
+    source: str
+    ticks: int
+    monitoring: str | None
+    violations: tuple[Violation, ...]
+    faults: tuple[_FaultRow, ...]
+    diagnoses: tuple[tuple[float, Diagnosis], ...]
+    audit: tuple[AuditEntry, ...]
+    recoveries: tuple[RecoveryMeasured, ...]
+    rates: tuple[tuple[Outcome, tuple[float, ...]], ...]
+    p50: tuple[float, ...]
+    p99: tuple[float, ...]
+
+    @classmethod
+    def take(cls, state: _State, chapter: tuple[str, str], now: float) -> _Snapshot:
+        seconds = state.traffic.window(now)
+        faults = tuple(
+            _FaultRow(
+                str(i.fault),
+                i.injected_at,
+                i.healed_at,
+                i.left_in_place,
+                None if i.heal_error is None else f"{type(i.heal_error).__name__}",
+            )
+            for i in state.injections
+            if i.injected_at > 0
+        )
+        return cls(
+            now=now,
+            label=state.label,
+            bound_at=state.bound_at,
+            chapter=chapter,
+            topology=state.topology,
+            invariants=state.invariants,
+            observation=state.observation,
+            observed_at=state.observed_at,
+            observe_error=state.observe_error,
+            source=state.source,
+            ticks=state.ticks,
+            monitoring=state.monitoring,
+            violations=tuple(state.violations.values()),
+            faults=faults,
+            diagnoses=tuple(state.diagnoses.values()),
+            audit=tuple(state.audit),
+            recoveries=tuple(state.recoveries),
+            rates=tuple(
+                (o, tuple(state.traffic.series(o, seconds)))
+                for o in (Outcome.OK, Outcome.REJECTED, Outcome.ERROR, Outcome.TIMEOUT)
+            ),
+            p50=tuple(state.traffic.latency_series(0.5, seconds)),
+            p99=tuple(state.traffic.latency_series(0.99, seconds)),
+        )
+
+    def first_fault_before(self, at: float) -> float | None:
+        times = [f.injected_at for f in self.faults if f.injected_at <= at]
+        return min(times) if times else None
+
+
+class _Frame:
+    """One frame: panels side by side when the console is wide, stacked otherwise."""
+
+    def __init__(self, snap: _Snapshot, title: str) -> None:
+        self.snap = snap
+        self.title = title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.snap
+        parts: list[RenderableType] = [_header(s, self.title)]
+        pairs = [
+            (_topology(s), _invariants(s)),
+            (_faults(s), _traffic(s)),
+            (_diagnosis(s), _actions(s)),
+        ]
+        for left, right in pairs:
+            if options.max_width >= WIDE:
+                grid = Table.grid(expand=True, padding=(0, 1))
+                grid.add_column(ratio=1)
+                grid.add_column(ratio=1)
+                grid.add_row(left, right)
+                parts.append(grid)
+            else:
+                parts += [left, right]
+        yield Group(*parts)
+
+
+def _ago(now: float, at: float | None) -> str:
+    return "-" if at is None else f"{max(0.0, now - at):.1f} s ago"
+
+
+def _header(s: _Snapshot, title: str) -> RenderableType:
+    line = Text()
+    line.append(title, style="bold")
+    if s.label:
+        line.append(f"  {s.label}", style="cyan")
+    line.append(f"  {s.now - s.bound_at:5.1f} s" if s.bound_at else "")
+    status = f"monitoring {s.monitoring}" if s.monitoring else "monitor idle"
+    if s.source == "recovery" and not s.monitoring:
+        status = "watching the recovery"
+    line.append(f"  {status}", style="dim")
+    line.append(f"  ticks {s.ticks}, last observation {_ago(s.now, s.observed_at)}", style="dim")
+    body: list[RenderableType] = [line]
+    title_text, hint = s.chapter
+    if title_text:
+        banner = Text(title_text, style="bold white on blue")
+        if hint:
+            banner.append(f"  {hint}", style="white on blue")
+        body.insert(0, banner)
+    if s.observe_error:
+        body.append(Text(f"observe() failed: {s.observe_error}", style="red"))
+    return Group(*body)
+
+
+def _component_state(c: ComponentSignals | None) -> Text:
+    if c is None:
+        return Text("unknown", style="dim")
+    if not c.reachable:
+        why = f" ({c.probe_failure})" if c.probe_failure else ""
+        return Text(f"DOWN{why}", style="bold red")
+    if c.ready is False:
+        return Text("not ready", style="yellow")
+    text = Text("degraded" if c.degraded else "up", style="yellow" if c.degraded else "green")
+    if c.role is not None:
+        text.append(f" {c.role}", style="bold" if str(c.role) == "leader" else "")
+    if c.term is not None:
+        text.append(f" t{c.term}", style="dim")
+    if c.quorum is False:
+        text.append(" no quorum", style="red")
+    return text
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _topology(s: _Snapshot) -> RenderableType:
+    table = Table(expand=True, box=None, pad_edge=False, show_edge=False)
+    table.add_column("component")
+    table.add_column("kind", style="dim")
+    table.add_column("state")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("err", justify="right")
+    obs = s.observation
+    if s.topology is not None:
+        for comp in s.topology.components:
+            sig = obs.component(comp.name) if obs is not None else None
+            table.add_row(
+                comp.name,
+                str(comp.kind),
+                _component_state(sig),
+                _num(sig.latency_p99_ms if sig else None, ".0f"),
+                "-" if sig is None or sig.error_rate is None else f"{sig.error_rate:.0%}",
+            )
+    links = Table(expand=True, box=None, pad_edge=False, show_edge=False)
+    links.add_column("link")
+    links.add_column("state")
+    if s.topology is not None:
+        for lk in s.topology.links:
+            sig_l = obs.link(lk.source, lk.target) if obs is not None else None
+            if sig_l is None or sig_l.up is None:
+                state = Text("-", style="dim")
+            else:
+                state = Text("up", style="green") if sig_l.up else Text("DOWN", style="bold red")
+            if sig_l is not None and sig_l.latency_p99_ms is not None:
+                state.append(f" {sig_l.latency_p99_ms:.0f} ms", style="dim")
+            links.add_row(f"{lk.source} → {lk.target}", state)
+    return Panel(Group(table, links), title="topology", title_align="left")
+
+
+def _invariants(s: _Snapshot) -> RenderableType:
+    table = Table(expand=True, box=None, pad_edge=False, show_edge=False)
+    table.add_column("invariant")
+    table.add_column("state")
+    table.add_column("detected", justify="right")
+    names = [i.name for i in s.invariants]
+    names += sorted({v.invariant for v in s.violations} - set(names))
+    for name in names:
+        mine = [v for v in s.violations if v.invariant == name]
+        active = [v for v in mine if v.cleared_at is None]
+        if active:
+            where = ", ".join(sorted({v.component for v in active}))
+            state = Text(f"VIOLATED at {where}", style="bold red")
+        elif mine:
+            state = Text("cleared", style="yellow")
+        else:
+            state = Text("holds", style="green")
+        detected = "-"
+        if mine:
+            first = min(mine, key=lambda v: v.confirmed_at)
+            fault_at = s.first_fault_before(first.confirmed_at)
+            detected = (
+                f"{first.confirmed_at - fault_at:.2f} s after the fault"
+                if fault_at is not None
+                else time.strftime("at %H:%M:%S", time.localtime(first.confirmed_at))
+            )
+        table.add_row(name, state, detected)
+    messages = [Text(f"{v.describe()}", style="red") for v in s.violations if v.cleared_at is None][
+        :4
+    ]
+    return Panel(Group(table, *messages), title="invariants", title_align="left")
+
+
+def _faults(s: _Snapshot) -> RenderableType:
+    if not s.faults:
+        return Panel(Text("none injected", style="dim"), title="faults", title_align="left")
+    table = Table(expand=True, box=None, pad_edge=False, show_edge=False, show_header=False)
+    table.add_column("fault")
+    table.add_column("state")
+    for f in s.faults:
+        if f.healed_at is None:
+            state = Text(f"ACTIVE {s.now - f.injected_at:.1f} s", style="bold red")
+            if f.left_in_place:
+                state.append(" (left for the operator)", style="red")
+        else:
+            state = Text(f"healed after {f.healed_at - f.injected_at:.1f} s", style="green")
+            if f.heal_error:
+                state.append(f" (heal failed: {f.heal_error})", style="red")
+        table.add_row(f.description, state)
+    return Panel(table, title="faults", title_align="left")
+
+
+def _traffic(s: _Snapshot) -> RenderableType:
+    table = Table(expand=True, box=None, pad_edge=False, show_edge=False, show_header=False)
+    table.add_column("what")
+    table.add_column("now", justify="right")
+    table.add_column("last 30 s", no_wrap=True)
+    top = max((max(v, default=0.0) for _, v in s.rates), default=0.0)
+    for outcome, values in s.rates:
+        style = OUTCOME_STYLE[outcome]
+        table.add_row(
+            Text(f"{outcome} /s", style=style),
+            f"{values[-1]:.0f}" if values else "-",
+            Text(sparkline(values, top=top), style=style),
+        )
+    for name, values in (("p50 ms", s.p50), ("p99 ms", s.p99)):
+        table.add_row(name, f"{values[-1]:.1f}" if values else "-", sparkline(values))
+    return Panel(table, title="requests (last 30 s)", title_align="left")
+
+
+def _diagnosis(s: _Snapshot) -> RenderableType:
+    if not s.diagnoses:
+        return Panel(Text("none yet", style="dim"), title="diagnosis", title_align="left")
+    body: list[RenderableType] = []
+    for _, d in s.diagnoses:
+        head = Text(f"{d.engine}", style="bold")
+        head.append(f" ({d.latency_s * 1000:.0f} ms)", style="dim")
+        body.append(head)
+        if not d.hypotheses:
+            body.append(Text("  no fault", style="green"))
+        for i, h in enumerate(d.hypotheses[:3], 1):
+            line = Text(f" {i}. ")
+            line.append(str(h.cause), style="bold red" if i == 1 else "")
+            line.append(f"  {h.confidence:.0%}")
+            body.append(line)
+            if i == 1:
+                for e in h.evidence_for[:3]:
+                    body.append(Text(f"    + {e.text}", style="dim"))
+                for e in h.evidence_against[:1]:
+                    body.append(Text(f"    - {e.text}", style="dim"))
+        for r in d.recommendations[:2]:
+            args = ", ".join(f"{k}={v}" for k, v in r.args)
+            body.append(Text(f"  → {r.action}({args})", style="cyan"))
+    return Panel(Group(*body), title="diagnosis", title_align="left")
+
+
+OUTCOME_STYLES = {"ok": "green", "dry-run": "cyan", "refused": "yellow", "failed": "red"}
+
+
+def _actions(s: _Snapshot) -> RenderableType:
+    if not s.audit and not s.recoveries:
+        return Panel(Text("none taken", style="dim"), title="actions", title_align="left")
+    body: list[RenderableType] = []
+    for e in s.audit[-6:]:
+        args = " ".join(f"{k}={v}" for k, v in e.args)
+        line = Text(time.strftime("%H:%M:%S ", time.localtime(e.at)), style="dim")
+        line.append(f"{e.action} {args}".strip())
+        line.append(f"  {e.decision}", style="dim")
+        if e.approved_by:
+            line.append(f" by {e.approved_by}", style="dim")
+        line.append(f"  {e.outcome.upper()}", style=OUTCOME_STYLES.get(e.outcome, "magenta"))
+        if e.attempts:
+            line.append(f" ({e.attempts} attempt{'s' if e.attempts != 1 else ''})", style="dim")
+        body.append(line)
+        if e.outcome != "ok" and e.detail:
+            body.append(Text(f"    {e.detail}", style="dim"))
+    for r in s.recoveries:
+        if r.recovery is not None:
+            body.append(
+                Text(
+                    f"recovered {r.recovery.time_to_recover:.2f} s after the first action"
+                    f" (healthy for {r.recovery.sustained:g} s)",
+                    style="bold green",
+                )
+            )
+        else:
+            body.append(Text(f"NOT recovered: {r.error}", style="bold red"))
+    return Panel(Group(*body), title="actions (audit)", title_align="left")
+
+
+def terminal_fd(stream: object) -> int | None:
+    """The file descriptor of ``stream`` if it is a terminal, else None (a pipe, a file,
+    a stream without one: the live view stays off and the output plain)."""
+    import os
+
+    fileno = getattr(stream, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+        return fd if isinstance(fd, int) and os.isatty(fd) else None
+    except (OSError, ValueError):  # closed, or a stand-in without a descriptor
+        return None
+
+
+class LiveReporting:
+    """``--operator-live`` in a pytest run: each test's operator shown while it runs.
+
+    The view writes to its own duplicate of the terminal's descriptor, taken when the
+    run starts, so pytest's output capture (which redirects descriptors 1 and 2 during
+    each test) does not swallow it. It starts when a test's ``operator`` fixture is made
+    and stops after the test's teardown (faults healed by then), leaving the last frame
+    above pytest's own progress output.
+    """
+
+    def __init__(self, fd: int) -> None:
+        import os
+
+        self._fd = os.dup(fd)
+        self._stream = os.fdopen(self._fd, "w", encoding="utf-8", errors="replace")
+        self.console = Console(file=self._stream, force_terminal=True)
+        self.view = LiveView(self.console)
+
+    def follow(self, operator: Operator, label: str) -> None:
+        import os
+
+        self.view.stop()
+        with contextlib.suppress(OSError):
+            width, height = os.get_terminal_size(self._fd)
+            self.console.size = (width, height)
+        self.view.bind(operator, label=label)
+        self.console.line()
+        self.view.start()
+
+    def end(self) -> None:
+        self.view.stop()
+        self.view.unbind()
+
+    def close(self) -> None:
+        try:
+            self.end()
+        finally:
+            self._stream.close()
