@@ -20,13 +20,15 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import pytest
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -303,6 +305,12 @@ def _record(state: _State, event: Event) -> None:
         state.remediations.append(event.remediation)
     elif isinstance(event, RecoveryMeasured):
         state.recoveries.append(event)
+        state.source = ""
+        if event.recovery is not None:  # every invariant held from then on, sustained
+            at = event.recovery.recovered_at
+            for key, v in state.violations.items():
+                if v.cleared_at is None:
+                    state.violations[key] = replace(v, cleared_at=max(at, v.confirmed_at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,16 +407,26 @@ class _Frame:
             (_faults(s), _traffic(s)),
             (_diagnosis(s), _actions(s)),
         ]
-        for left, right in pairs:
-            if options.max_width >= WIDE:
-                grid = Table.grid(expand=True, padding=(0, 1))
-                grid.add_column(ratio=1)
-                grid.add_column(ratio=1)
-                grid.add_row(left, right)
-                parts.append(grid)
-            else:
+        width = options.max_width
+        if width < WIDE:
+            for left, right in pairs:
                 parts += [left, right]
+            yield Group(*parts)
+            return
         yield Group(*parts)
+        # side by side, each half drawn at its own width and the lines zipped (cheaper
+        # than a table measuring both: this is drawn four times a second)
+        half = (width - 1) // 2
+        for left, right in pairs:
+            lines_l = console.render_lines(left, options.update(width=half), pad=True)
+            lines_r = console.render_lines(right, options.update(width=width - half - 1), pad=True)
+            blank_l = [Segment(" " * half)]
+            blank_r = [Segment(" " * (width - half - 1))]
+            for i in range(max(len(lines_l), len(lines_r))):
+                yield from lines_l[i] if i < len(lines_l) else blank_l
+                yield Segment(" ")
+                yield from lines_r[i] if i < len(lines_r) else blank_r
+                yield Segment.line()
 
 
 def _ago(now: float, at: float | None) -> str:
@@ -424,9 +442,9 @@ def _header(s: _Snapshot, title: str) -> RenderableType:
     status = f"monitoring {s.monitoring}" if s.monitoring else "monitor idle"
     if s.source == "recovery" and not s.monitoring:
         status = "watching the recovery"
-    line.append(f"  {status}", style="dim")
-    line.append(f"  ticks {s.ticks}, last observation {_ago(s.now, s.observed_at)}", style="dim")
-    body: list[RenderableType] = [line]
+    status_line = Text(status, style="dim")
+    status_line.append(f"  ticks {s.ticks}, last observation {_ago(s.now, s.observed_at)}")
+    body: list[RenderableType] = [line, status_line]
     title_text, hint = s.chapter
     if title_text:
         banner = Text(title_text, style="bold white on blue")
@@ -597,19 +615,20 @@ def _actions(s: _Snapshot) -> RenderableType:
     if not s.audit and not s.recoveries:
         return Panel(Text("none taken", style="dim"), title="actions", title_align="left")
     body: list[RenderableType] = []
-    for e in s.audit[-6:]:
+    for e in s.audit[-5:]:
         args = " ".join(f"{k}={v}" for k, v in e.args)
         line = Text(time.strftime("%H:%M:%S ", time.localtime(e.at)), style="dim")
         line.append(f"{e.action} {args}".strip())
-        line.append(f"  {e.decision}", style="dim")
-        if e.approved_by:
-            line.append(f" by {e.approved_by}", style="dim")
         line.append(f"  {e.outcome.upper()}", style=OUTCOME_STYLES.get(e.outcome, "magenta"))
         if e.attempts:
             line.append(f" ({e.attempts} attempt{'s' if e.attempts != 1 else ''})", style="dim")
         body.append(line)
+        why = f"{e.decision}" + (f" by {e.approved_by}" if e.approved_by else "")
+        if e.risk:
+            why += f", risk {e.risk}"
         if e.outcome != "ok" and e.detail:
-            body.append(Text(f"    {e.detail}", style="dim"))
+            why += f": {e.detail}"
+        body.append(Text(f"    {why}", style="dim"))
     for r in s.recoveries:
         if r.recovery is not None:
             body.append(
@@ -671,6 +690,20 @@ class LiveReporting:
     def end(self) -> None:
         self.view.stop()
         self.view.unbind()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
+        """The view stops after the test's teardown (its faults healed by then), its
+        last frame left above the test's progress mark."""
+        try:
+            return (yield)
+        finally:
+            self.end()
+
+    def pytest_keyboard_interrupt(self) -> None:
+        """Ctrl-C: stop drawing (the last frame stays) before pytest reports the
+        interruption; the fixtures' teardown then heals faults and stops the cluster."""
+        self.end()
 
     def close(self) -> None:
         try:

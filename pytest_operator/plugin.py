@@ -122,16 +122,7 @@ def pytest_configure_live(config: pytest.Config) -> None:
     live = LiveReporting(fd)
     config.stash[LIVE] = live
     config.add_cleanup(live.close)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
-    """The live view stops after the test's teardown (its faults healed), its last frame
-    left above the test's progress mark."""
-    yield
-    live = item.config.stash.get(LIVE, None)
-    if live is not None:
-        live.end()
+    config.pluginmanager.register(live, "operator-live")
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")
