@@ -4,11 +4,11 @@ One embedded cluster of the subject (default ``ratelimiter``) runs for the whole
 benchmark. Each trial resets it, waits until it is healthy, starts a steady workload,
 monitors the healthy cluster for ``--steady`` seconds (its ticks count in the tick
 time; a violation there is an error), kills a component (``--component``, default
-``node-1``) and monitors until the
-``--invariant`` (default ``node_down``) is confirmed; the fault is healed after. Trials
-alternate between the two modes, ``--runs`` of each (which goes first alternates too):
+``node-1``) and monitors until the ``--invariant`` (default ``node_down``) is confirmed;
+the fault is healed after. Trials alternate between the two modes, ``--runs`` of each
+(which goes first alternates too):
 
-- ``without``: the operator has no listener (the monitor builds no event);
+- ``without``: no view; the monitor's only listener is the tick probe (below);
 - ``with``: a :class:`LiveView` is bound to the operator and started, drawing four times
   a second on a Rich console that writes terminal output (colours, cursor moves) to
   ``os.devnull``: the same rendering work as on a terminal, none of its scrolling.
@@ -19,10 +19,12 @@ of its listeners (the observation, the invariants' evaluation, the events and th
 recording of them), measured by a probe that is the last listener in both modes (so it
 is in both figures alike). Then the ratios with/without. The view draws in Rich's own
 thread; what it costs the monitor shows as longer ticks (the GIL) and later detection.
+The frames the view drew are counted: a ``with`` trial in which it did not draw all
+along is an error.
 
 A run with errors is refused (exit 1, no figures): a trial in which the invariant was
-not confirmed, an observation failed, the view's listener raised, or the cluster did
-not come back healthy.
+not confirmed, an observation failed, a violation showed before the fault, the view's
+listener raised or the view did not draw, or the cluster did not come back healthy.
 
     .venv/bin/python benchmarks/bench_live.py --runs 5
 """
@@ -40,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,6 +71,8 @@ class Trial:
     time_to_detect: float
     ticks: list[float] = field(default_factory=list)
     """Seconds each tick took, observation to the end of its listeners."""
+    frames: int = 0
+    """Frames the view drew (0 without it)."""
 
 
 class TickProbe:
@@ -106,6 +110,7 @@ async def one_trial(
     history = History()
     session = sub.open(cluster, config, history)
     view: LiveView | None = None
+    frames: list[float] = []
     devnull = open(os.devnull, "w")  # closed in finally
     try:
         await wait_healthy(session.observe, timeout=60)
@@ -119,6 +124,13 @@ async def one_trial(
         if mode == "with":
             view = LiveView(Console(file=devnull, force_terminal=True, width=140, height=60))
             view.bind(operator, label=f"bench_live {mode}")
+            draw = view.render
+
+            def counted() -> RenderableType:
+                frames.append(time.monotonic())
+                return draw()
+
+            view.render = counted  # type: ignore[method-assign]  # count the frames drawn
             view.start()
         operator._monitor.listeners.add(probe)  # last: after the operator's forwarding
         workload = Workload(session.requester(), session.targets, history)
@@ -147,7 +159,11 @@ async def one_trial(
             )
         if view is not None and not operator.listeners:
             raise Refused(f"{mode}: the view's listener raised and was dropped (see the log)")
-        return Trial(mode, ttd, probe.ticks)
+        if view is not None:
+            drawing = frames[-1] - frames[0] if len(frames) > 1 else 0.0
+            if drawing < 0.5 * (args.steady + ttd):  # about 4 frames a second, all along
+                raise Refused(f"{mode}: the view drew {len(frames)} frames in {drawing:.1f} s")
+        return Trial(mode, ttd, probe.ticks, len(frames))
     finally:
         if view is not None:
             view.stop()
@@ -171,7 +187,8 @@ async def main_async(args: argparse.Namespace) -> list[Trial]:
                 print(
                     f"run {i + 1} {mode:<7} ttd {trial.time_to_detect:.3f} s"
                     f" ticks {len(trial.ticks)}"
-                    f" tick median {statistics.median(trial.ticks) * 1000:.2f} ms",
+                    f" tick median {statistics.median(trial.ticks) * 1000:.2f} ms"
+                    f" frames {trial.frames}",
                     flush=True,
                 )
     finally:

@@ -458,7 +458,7 @@ def _header(s: _Snapshot, title: str) -> RenderableType:
 
 def _component_state(c: ComponentSignals | None) -> Text:
     if c is None:
-        return Text("unknown", style="dim")
+        return Text("-", style="dim")  # not observed (yet, or ever: a client)
     if not c.reachable:
         why = f" ({c.probe_failure})" if c.probe_failure else ""
         return Text(f"DOWN{why}", style="bold red")

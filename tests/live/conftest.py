@@ -58,12 +58,13 @@ def run_in_terminal(
     timeout: float,
     columns: int = 150,
     rows: int = 60,
-    on_output: Callable[[str, subprocess.Popen[bytes]], None] | None = None,
+    on_output: Callable[[str, subprocess.Popen[bytes], int], None] | None = None,
     env: dict[str, str] | None = None,
 ) -> TerminalRun:
     """``python -m pytest args`` with a real pseudo-terminal (``columns`` x ``rows``) as
     its stdin, stdout and stderr, in a session of its own (stopped by its process group
-    if it runs over ``timeout`` s). ``on_output`` sees the output so far after each read."""
+    if it runs over ``timeout`` s). ``on_output`` sees the output so far after each read,
+    the process, and the terminal's master end (to type into it)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     environ = {**os.environ, "PATH": f"{ROOT / '.bin'}{os.pathsep}{os.environ['PATH']}"}
@@ -90,7 +91,7 @@ def run_in_terminal(
                 if proc.poll() is not None:
                     break  # exited; what it wrote has been read
                 if on_output is not None:
-                    on_output(seen.decode(errors="replace"), proc)
+                    on_output(seen.decode(errors="replace"), proc, master)
                 continue
             try:
                 chunk = os.read(master, 65536)
@@ -100,7 +101,7 @@ def run_in_terminal(
                 break
             seen += chunk
             if on_output is not None:
-                on_output(seen.decode(errors="replace"), proc)
+                on_output(seen.decode(errors="replace"), proc, master)
         else:
             pytest.fail(f"pytest ran over {timeout} s:\n{plain(seen.decode(errors='replace'))}")
         returncode = proc.wait(timeout=60)

@@ -57,3 +57,12 @@ def test_the_flag_wins_over_an_ini_that_says_no(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines([OFF])  # asked for by the flag; off only for want of a tty
     result = pytester.runpytest_subprocess()
     assert "live view" not in result.stdout.str()
+
+
+def test_off_under_xdist_whose_workers_write_no_terminal(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PASSING)
+    result = pytester.runpytest_subprocess("-n", "2", "--operator-live")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["operator: live view off: tests run in xdist workers (output stays plain)"]
+    )

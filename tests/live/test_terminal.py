@@ -67,6 +67,23 @@ async def test_interrupted_in_a_fault(operator, chaos, cluster, workload):
     await asyncio.sleep(120)
 """
 
+PROMPTED = """
+import pytest
+
+from pytest_operator import kill, steady
+
+pytestmark = pytest.mark.subject("ratelimiter")
+
+
+async def test_asked(operator, chaos, workload):
+    await workload.start(steady(rate=50), keys="k1")
+    await chaos.leave(kill("node-1"))
+    run = await operator.monitor(until="node_down", timeout=15)
+    remediation = await operator.remediate(run)  # restart_node is high risk: asked
+    assert remediation.ok, remediation.describe()
+    await operator.assert_recovered(remediation, within=15.0, sustain=1.0)
+"""
+
 HEADER = "pytest-operator  test_live_screen.py::test_killed_node"
 
 
@@ -153,7 +170,7 @@ def test_ctrl_c_in_a_fault_stops_the_view_heals_and_stops_every_process(
     started: set[int] = set()
     sent: list[float] = []
 
-    def interrupt(output: str, proc: subprocess.Popen[bytes]) -> None:
+    def interrupt(output: str, proc: subprocess.Popen[bytes], terminal: int) -> None:
         if not sent and mark.exists():
             started.update(run_processes(base))
             os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the foreground group
@@ -180,3 +197,32 @@ def test_ctrl_c_in_a_fault_stops_the_view_heals_and_stops_every_process(
         time.sleep(0.2)
     assert not left, f"processes of the run left after Ctrl-C: {left}"
     assert plain(done.raw).count("1 passed") == 0
+
+
+def test_a_question_at_the_terminal_pauses_the_view_and_the_answer_is_read(
+    pytester: pytest.Pytester,
+) -> None:
+    """No approver: the operator asks at the terminal. The view stops drawing while the
+    question is up (else the redraw would scroll it away), the typed answer is read
+    despite fd capture, and the view goes on after it."""
+    pytester.makepyfile(test_live_screen=PROMPTED)
+    answered: list[int] = []
+
+    def answer(output: str, proc: subprocess.Popen[bytes], terminal: int) -> None:
+        if not answered and "[y/N]" in output:
+            os.write(terminal, b"y\n")
+            answered.append(len(output))
+
+    done = run_in_terminal(pytester.path, "--operator-live", timeout=240, on_output=answer)
+    text = done.text
+    assert done.returncode == 0, text[-5000:]
+    assert answered
+    question = "operator: run restart_node node=node-1 (risk high)? [y/N]"
+    assert question in text
+    before, after = text.split(question, 1)
+    assert "pytest-operator  test_live_screen.py::test_asked" in before  # drawn before it
+    assert re.search(r"kill\(node-1\) +ACTIVE", before)
+    # drawn again after the answer: the action approved at the terminal, and the recovery
+    assert re.search(r"restart_node node=node-1 +OK \(1 attempt\)", after), after[-4000:]
+    assert re.search(r"approved by terminal \(\w+\), risk high", after), after[-4000:]
+    assert re.search(r"recovered [0-9.]+ s after the first action", after)
