@@ -10,8 +10,8 @@ lock; drawing happens in Rich's refresh thread (about four times a second), so t
 monitor pays for a few appends per tick and nothing more.
 
 ``pytest --operator-live`` shows it for each test that uses the operator (the plugin
-binds it when the ``operator`` fixture is made and stops it after the test's teardown,
-leaving the last frame); ``operator demo`` shows it with a chapter banner.
+binds it when the ``operator`` fixture is made and stops it when pytest reports the
+test, leaving the last frame); ``operator demo`` shows it with a chapter banner.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -664,8 +664,9 @@ class LiveReporting:
     The view writes to its own duplicate of the terminal's descriptor, taken when the
     run starts, so pytest's output capture (which redirects descriptors 1 and 2 during
     each test) does not swallow it. It starts when a test's ``operator`` fixture is made
-    and stops after the test's teardown (faults healed by then), leaving the last frame
-    above pytest's own progress output.
+    and stops when pytest is about to report the test (after its body: faults the
+    teardown heals show as still active), leaving the last frame above pytest's own
+    progress output, which never writes while the view draws.
     """
 
     def __init__(self, fd: int) -> None:
@@ -691,14 +692,17 @@ class LiveReporting:
         self.view.stop()
         self.view.unbind()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
-        """The view stops after the test's teardown (its faults healed by then), its
-        last frame left above the test's progress mark."""
-        try:
-            return (yield)
-        finally:
-            self.end()
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The view stops before pytest reports the test (its ``.`` or ``F``, or a failed
+        setup's ``E``): the last frame stays, pytest's line goes under it. A passing
+        setup is reported silently, so the view goes on into the test's body."""
+        if report.when == "setup" and report.passed:
+            return
+        self.end()
+
+    def pytest_runtest_logfinish(self) -> None:
+        self.end()
 
     def pytest_keyboard_interrupt(self) -> None:
         """Ctrl-C: stop drawing (the last frame stays) before pytest reports the
