@@ -497,18 +497,25 @@ def _topology(s: _Snapshot) -> RenderableType:
                 "-" if sig is None or sig.error_rate is None else f"{sig.error_rate:.0%}",
             )
     links = Table(expand=True, box=None, pad_edge=False, show_edge=False)
-    links.add_column("link")
-    links.add_column("state")
-    if s.topology is not None:
+    links.add_column("links from")
+    links.add_column("to (its view of the link)", overflow="fold")
+    if s.topology is not None:  # one row a source: a mesh of n peers is n rows, not n²
+        by_source: dict[str, Text] = {}
         for lk in s.topology.links:
             sig_l = obs.link(lk.source, lk.target) if obs is not None else None
-            if sig_l is None or sig_l.up is None:
-                state = Text("-", style="dim")
-            else:
-                state = Text("up", style="green") if sig_l.up else Text("DOWN", style="bold red")
+            cell = by_source.setdefault(lk.source, Text())
+            if cell:
+                cell.append("  ")
+            cell.append(lk.target)
+            up = None if sig_l is None else sig_l.up
+            if up is not None:
+                cell.append(" up" if up else " DOWN", style="green" if up else "bold red")
             if sig_l is not None and sig_l.latency_p99_ms is not None:
-                state.append(f" {sig_l.latency_p99_ms:.0f} ms", style="dim")
-            links.add_row(f"{lk.source} → {lk.target}", state)
+                cell.append(f" {sig_l.latency_p99_ms:.0f}ms", style="dim")
+            elif up is None:
+                cell.append(" -", style="dim")  # nothing known of it
+        for source, cell in by_source.items():
+            links.add_row(source, cell)
     return Panel(Group(table, links), title="topology", title_align="left")
 
 

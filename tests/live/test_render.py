@@ -119,6 +119,8 @@ async def test_the_view_follows_the_run(operator, chaos, workload):
     for name in ("redis", "node-1", "node-2", "node-3"):
         assert re.search(rf"│ {name} +\\w+ +up ", text), text
     assert re.search(r"node_down +holds", text), text
+    for name in ("node-1", "node-2", "node-3"):  # each link's state, as its source sees it
+        assert re.search(rf"│ {name} +redis up ", text), text
     assert "none injected" in text and "none yet" in text and "none taken" in text
     assert int(re.search(r"ok /s +(\\d+)", text).group(1)) > 0, text
 
