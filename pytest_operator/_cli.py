@@ -1,5 +1,10 @@
 """The ``operator`` console script.
 
+``operator demo --subject NAME [--auto]`` starts the subject's embedded cluster and walks
+through one fault, chapter by chapter: healthy traffic, a fault, its detection, its
+diagnosis, the remediation (approved by a key press) and the recovery
+(:mod:`pytest_operator._demo`).
+
 ``operator report RESULTS [-o OUTPUT] [--previous REPORT]`` builds the HTML report
 of a run's Allure results, offline, with Allure 3 (the npm package ``allure``, which
 ``./dev report`` installs into the project's ``node_modules``): one self-contained
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -217,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser(
         "report",
         help="build the single-file HTML report of Allure results (Allure 3, offline)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
     )
     rep.add_argument("results", type=Path, help="the --alluredir of the pytest run")
     rep.add_argument(
@@ -231,11 +237,128 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--name", default="Resilience report", help="the report's title")
     rep.add_argument("--allure", default=None, help="path of the Allure 3 CLI")
+    _demo_parser(sub)
     return parser
+
+
+def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pytest_operator import _registry
+    from pytest_operator._demo import AUTO_PAUSE_S, CHAPTERS
+    from pytest_operator._options import DiagnoserChoice
+
+    demo = sub.add_parser(
+        "demo",
+        help="watch one fault found, diagnosed and fixed on a real cluster, chapter by chapter",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    demo.add_argument(
+        "--subject",
+        required=True,
+        choices=sorted(_registry.installed()),
+        help="the subject whose cluster the demo starts",
+    )
+    demo.add_argument(
+        "--auto",
+        action="store_true",
+        help="go on after a pause instead of waiting for a key (approves the remediation)",
+    )
+    demo.add_argument(
+        "--pause",
+        type=float,
+        default=AUTO_PAUSE_S,
+        help="seconds --auto shows each chapter (default %(default)s)",
+    )
+    demo.add_argument(
+        "--diagnoser",
+        choices=[str(c) for c in DiagnoserChoice],
+        default=str(DiagnoserChoice.CAUSAL),
+        help="the diagnosis engine (default %(default)s; the first engine's diagnosis is remedied)",
+    )
+    demo.add_argument(
+        "--plain",
+        action="store_true",
+        help="print each chapter as text instead of the live view (the default when the"
+        " output is not a terminal)",
+    )
+    demo.add_argument(
+        "--svg",
+        type=Path,
+        default=None,
+        help="write the screen of one chapter (--svg-chapter) to this SVG file",
+    )
+    demo.add_argument(
+        "--svg-chapter",
+        type=int,
+        choices=range(1, CHAPTERS + 1),
+        default=5,
+        metavar=f"1..{CHAPTERS}",
+        help="the chapter --svg exports (default %(default)s)",
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import pytest
+
+    from pytest_operator import _registry
+    from pytest_operator._demo import run_demo
+    from pytest_operator._options import ApproveLevel, Backend, DiagnoserChoice, OperatorOptions
+    from pytest_operator._run import build_engines, close_engines
+
+    if not args.pause >= 0:
+        print(f"operator demo: error: --pause {args.pause}: must be >= 0", file=sys.stderr)
+        return 2
+    options = OperatorOptions(
+        subject=args.subject,
+        backend=Backend.EMBEDDED,
+        nodes=3,
+        observe_interval=0.25,
+        diagnoser=DiagnoserChoice(args.diagnoser),
+        trials=1,
+        approve=ApproveLevel.NONE,  # every action waits for the person's key press
+    )
+    try:
+        subject = _registry.load(args.subject)
+        engines, _skipped = build_engines(options)
+    except pytest.UsageError as exc:
+        print(f"operator demo: error: {exc}", file=sys.stderr)
+        return 2
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console()
+    # warnings (a process slow to stop) go above the live view, not across it
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+
+    async def main() -> int:
+        try:
+            return await run_demo(
+                subject,
+                options,
+                engines,
+                auto=args.auto,
+                pause=args.pause,
+                plain=args.plain,
+                svg=args.svg,
+                svg_chapter=args.svg_chapter,
+                console=console,
+            )
+        finally:
+            await close_engines(engines)
+
+    return asyncio.run(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "report":
         try:
             report = build_report(

@@ -6,12 +6,13 @@ resumed or restarted, clocks zeroed) and the subject's own state is reset, so ev
 scenario starts healthy and the order does not matter. A scenario that wants
 another configuration (``@pytest.mark.subject(name, **options)``) gets a cluster
 started for it. Heavy modules load only when a fixture is first used.
+
+Each fixture builds its piece with :mod:`pytest_operator._run`, as ``operator demo`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -21,132 +22,33 @@ import pytest_asyncio
 from pytest_operator import _registry
 from pytest_operator._diagnosis import DiagnosisEngine
 from pytest_operator._operator import InjectionLog, Operator
-from pytest_operator._options import Backend, DiagnoserChoice, OperatorOptions
+from pytest_operator._options import OperatorOptions
+from pytest_operator._run import (
+    ClusterPool,
+    RecordingChaos,
+    build_engines,
+    close_engines,
+    new_chaos,
+    new_operator,
+    new_workload,
+    open_session,
+)
 from pytest_operator._subject import Subject, SubjectConfig, SubjectSession
 
 if TYPE_CHECKING:
     from pytest_operator._backend import Cluster
-    from pytest_operator._chaos import Chaos, Fault, Injection
-    from pytest_operator._docker import DockerEngine
+    from pytest_operator._chaos import Fault, Injection
     from pytest_operator._history import History
     from pytest_operator._process import ProcessHandle
     from pytest_operator._workload import Workload
 
-log = logging.getLogger(__name__)
-
 OPERATOR = pytest.StashKey[Operator]()
-HEALTHY_TIMEOUT = 30.0
-"""Seconds a reset cluster may take to be healthy again before a scenario starts."""
 
 
 def _options(config: pytest.Config) -> OperatorOptions:
     from pytest_operator.plugin import OPTIONS
 
     return config.stash[OPTIONS]
-
-
-class ClusterPool:
-    """Keeps at most one running cluster, started for one subject configuration, on the
-    run's backend (``--cluster``): processes on this machine, or containers."""
-
-    def __init__(self, subject: Subject, backend: Backend) -> None:
-        self.subject = subject
-        self.backend = backend
-        self.config: SubjectConfig | None = None
-        self.cluster: Cluster[ProcessHandle] | None = None
-        self.starts = 0
-        self._held = contextlib.ExitStack()  # what the backend holds for the session
-        self._engine: DockerEngine | None = None
-
-    def new_cluster(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
-        """A cluster of the subject's spec for ``config``, on the run's backend."""
-        spec = self.subject.embedded_spec(config)
-        if self.backend is Backend.EMBEDDED:
-            from pytest_operator._embedded import EmbeddedCluster
-
-            return EmbeddedCluster(spec)
-        if self.backend is Backend.COMPOSE:
-            from pytest_operator._compose import ComposeCluster, held_engine
-
-            if self._engine is None:
-                self._engine = self._held.enter_context(held_engine())
-            return ComposeCluster(spec, engine=self._engine)
-        raise pytest.UsageError(
-            f"--cluster={self.backend} is not implemented yet; use --cluster=embedded or "
-            "--cluster=compose"
-        )
-
-    async def get(self, config: SubjectConfig) -> Cluster[ProcessHandle]:
-        if self.cluster is not None and self.config == config:
-            try:
-                await self.cluster.reset()
-                return self.cluster
-            except Exception:
-                log.exception("cluster reset failed; starting a fresh cluster")
-        await self._stop_cluster()
-        cluster = self.new_cluster(config)
-        await cluster.start()
-        self.cluster, self.config = cluster, config
-        self.starts += 1
-        return cluster
-
-    async def _stop_cluster(self) -> None:
-        cluster, self.cluster, self.config = self.cluster, None, None
-        if cluster is not None:
-            await cluster.stop()
-
-    async def close(self) -> None:
-        """At the session's end: the cluster stopped, the engine let go."""
-        try:
-            await self._stop_cluster()
-        finally:
-            self._engine = None
-            self._held.close()
-
-
-class RecordingChaos:
-    """The imperative chaos facade, recording every injection for the operator."""
-
-    def __init__(self, chaos: Chaos, log_: InjectionLog) -> None:
-        self._chaos = chaos
-        self.injections = log_
-        self._left = contextlib.AsyncExitStack()
-
-    async def leave(self, fault: Fault) -> Injection:
-        """Inject a process fault (kill, pause, restart_with_data_loss) and leave it in
-        place for the operator to fix: nothing heals it before the test's teardown, which
-        heals it as usual if nobody did (a component the operator restarted is left as it
-        is). The injection is marked ``left_in_place``."""
-        from pytest_operator._chaos import check_leavable
-
-        check_leavable(fault)
-        injection = await self._left.enter_async_context(self.inject(fault))
-        injection.left_in_place = True
-        return injection
-
-    async def aclose(self) -> None:
-        """Heal what was left in place (the test's teardown)."""
-        await self._left.aclose()
-
-    @contextlib.asynccontextmanager
-    async def inject(self, fault: Fault) -> AsyncIterator[Injection]:
-        async with self._chaos.inject(fault) as injection:
-            self.injections.add(injection)
-            yield injection
-
-    def __getattr__(self, verb: str) -> object:
-        from pytest_operator import _chaos
-
-        make = getattr(_chaos, verb, None)
-        if verb.startswith("_") or not callable(make) or not hasattr(self._chaos, verb):
-            raise AttributeError(verb)
-
-        def call(
-            *args: object, **kwargs: object
-        ) -> contextlib.AbstractAsyncContextManager[Injection]:
-            return self.inject(make(*args, **kwargs))
-
-        return call
 
 
 @pytest.fixture(scope="session")
@@ -209,17 +111,8 @@ async def subject(
     subject_config: SubjectConfig,
     history: History,
 ) -> AsyncIterator[SubjectSession]:
-    from pytest_operator._monitor import wait_healthy
-
-    session = operator_subject.open(cluster, subject_config, history)
-    try:
-        # the cluster's processes are up; wait until the subject says it is whole again
-        # (a node reconnecting to a restarted store, say) before resetting its state
-        await wait_healthy(session.observe, timeout=HEALTHY_TIMEOUT)
-        await session.reset()
+    async with open_session(operator_subject, cluster, subject_config, history) as session:
         yield session
-    finally:
-        await session.aclose()
 
 
 @pytest.fixture
@@ -233,13 +126,11 @@ async def chaos(
 ) -> AsyncIterator[RecordingChaos]:
     """The imperative chaos facade. In a test that uses the subject, selectors such as
     ``leader()`` resolve from the subject session's observation."""
-    from pytest_operator._chaos import Chaos, Observed
-
     observe = None
     if "subject" in request.fixturenames:
         session: SubjectSession = request.getfixturevalue("subject")
         observe = session.observe
-    recording = RecordingChaos(Chaos(Observed(cluster, observe)), injections)
+    recording = new_chaos(cluster, injections, observe)
     try:
         yield recording
     finally:
@@ -248,11 +139,7 @@ async def chaos(
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def workload(subject: SubjectSession, history: History) -> AsyncIterator[Workload]:
-    from pytest_operator._workload import Workload
-
-    model = subject.model
-    ops = model.ops() if model is not None else None
-    wl = Workload(subject.requester(), subject.targets, history, ops=ops)
+    wl = new_workload(subject, history)
     try:
         yield wl
     finally:
@@ -268,65 +155,9 @@ def operator(
     operator_options: OperatorOptions,
     operator_engines: list[DiagnosisEngine],
 ) -> Operator:
-    op = Operator(
-        subject,
-        injections,
-        history=history,
-        interval=operator_options.observe_interval,
-        engines=operator_engines,
-    )
-    _apply_policy(op, operator_options)
+    op = new_operator(subject, history, injections, operator_options, operator_engines)
     request.node.stash[OPERATOR] = op
     return op
-
-
-def _apply_policy(op: Operator, options: OperatorOptions) -> None:
-    """The runner's policy from the options: approval level, dry-run, kill switch."""
-    from pytest_operator._actions import Approval, Risk
-    from pytest_operator._options import ApproveLevel
-
-    runner = op.actions
-    if options.approve is ApproveLevel.NONE:
-        runner.approval = Approval.REQUIRED
-    else:
-        runner.approval = Approval.AUTO
-        runner.max_auto_risk = Risk[options.approve.name]
-    runner.dry_run = options.dry_run
-    runner.kill_switch = options.kill_switch
-
-
-def build_engines(options: OperatorOptions) -> tuple[list[DiagnosisEngine], list[str]]:
-    """The engines ``--diagnoser`` asks for, and why any of them cannot run here.
-
-    ``claude`` asked for explicitly but unavailable is a usage error; under ``all`` it is
-    left out with its reason (shown in the header and the summary), never replaced.
-    """
-    from pytest_operator._causal import CausalEngine
-
-    engines: list[DiagnosisEngine] = []
-    skipped: list[str] = []
-    if options.diagnoser in (DiagnoserChoice.CAUSAL, DiagnoserChoice.ALL):
-        engines.append(CausalEngine())
-    if options.diagnoser in (DiagnoserChoice.CLAUDE, DiagnoserChoice.ALL):
-        from pytest_operator._cassette import Cassette
-        from pytest_operator._claude import DEFAULT_MODEL, ClaudeEngine, unavailable_reason
-
-        mode = options.cassette_mode()
-        cassette = None
-        if mode is not None:
-            path, how = mode
-            try:
-                cassette = Cassette(path, "record" if how == "record" else "replay")
-            except ValueError as exc:
-                raise pytest.UsageError(f"--claude-{how}: {exc}") from None
-        reason = unavailable_reason(cassette)
-        if reason is None:
-            engines.append(ClaudeEngine(options.claude_model or DEFAULT_MODEL, cassette=cassette))
-        elif options.diagnoser is DiagnoserChoice.CLAUDE:
-            raise pytest.UsageError(f"--diagnoser=claude: {reason}")
-        else:
-            skipped.append(f"claude: {reason}")
-    return engines, skipped
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -339,10 +170,7 @@ async def operator_engines(
     try:
         yield engines
     finally:
-        for engine in engines:
-            close = getattr(engine, "aclose", None)
-            if close is not None:
-                await close()
+        await close_engines(engines)
 
 
 def _marked_faults(item: pytest.Item) -> list[Fault]:
@@ -377,3 +205,11 @@ def _operator_chaos_marker(request: pytest.FixtureRequest) -> None:
     """A test marked ``chaos`` gets its faults for its whole duration."""
     if _marked_faults(request.node):
         request.getfixturevalue("operator_marked_chaos")
+
+
+__all__ = [
+    "OPERATOR",
+    "ClusterPool",
+    "RecordingChaos",
+    "build_engines",
+]

@@ -1,0 +1,216 @@
+"""``operator demo`` as a person uses it: in a terminal (tmux), chapter by chapter, keys
+pressed and the screen read at each chapter, for both subjects; ``--auto`` to its end;
+``q`` and Ctrl-C in the middle leaving no process of the run behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pytest_operator._actions import Action, Param, Risk
+from pytest_operator._causes import FaultKind
+from pytest_operator._demo import CrashTarget, crash_targets
+from tests.demo.conftest import OPERATOR, Demo
+
+pytestmark = pytest.mark.slow
+
+START_S = 120.0
+"""A cluster's start, its health, the first chapter's monitor, on a loaded machine."""
+STEP_S = 60.0
+"""One chapter's work: detection, a diagnosis, a restart and its recovery."""
+EXIT_S = 90.0
+"""Healing the fault and stopping every process."""
+
+# the processes each subject's cluster runs: toxiproxy, the store and three nodes; three
+# members
+PROCESSES = {"ratelimiter": 5, "etcd": 4}
+
+
+@pytest.mark.parametrize("subject", ["ratelimiter", "etcd"])
+def test_each_chapter_on_screen_keys_pressed(demo: Demo, subject: str) -> None:
+    demo.start("--subject", subject)
+
+    demo.wait_for(
+        r"Chapter 1/6 · Healthy traffic 50 requests/s",
+        START_S,
+        also=[
+            "components answer",
+            "[Enter/space: next · q: quit]",
+            f"operator demo · {subject}",
+            "topology",  # the live view under the banner
+            "invariants",
+        ],
+    )
+    demo.keys("Enter")
+
+    killed = demo.wait_for(r"Chapter 2/6 · A fault kill\((\S+)\)", STEP_S).group(1)
+    demo.wait_for(
+        r"Chapter 2/6",
+        STEP_S,
+        also=[f"kill({killed}): its process group got SIGKILL and is left down for the operator"],
+    )
+    demo.keys("Enter")
+
+    demo.wait_for(
+        r"Chapter 3/6 · Detection Detected: \w+ at ",
+        STEP_S,
+        also=[f" at {killed}, confirmed ", "s after the fault", "VIOLATED"],
+    )
+    demo.keys("Space")
+
+    demo.wait_for(
+        r"Chapter 4/6 · Diagnosis causal: ",
+        STEP_S,
+        also=[f"causal: crash({killed}), confidence ", "the injected cause", "Recommends: "],
+    )
+    demo.keys("Enter")
+
+    demo.wait_for(
+        r"Chapter 5/6 · Remediation The operator asks to run",
+        STEP_S,
+        also=[f"={killed}), risk high. Approve?", "[Enter/y: approve · n: reject · q: quit]"],
+    )
+    demo.keys("y")
+
+    demo.wait_for(
+        r"Chapter 6/6 · Recovery .*Recovered [\d.]+ s after the first action",
+        STEP_S,
+        also=[f"={killed}): ok"],
+    )
+    demo.keys("Enter")
+
+    assert demo.wait_exit(EXIT_S) == 0, demo.text
+    assert "the loop closed: detected, diagnosed, remedied, recovered" in demo.text
+    (run,) = demo.run_dirs()
+    audit = (run / "audit.jsonl").read_text()
+    assert '"approved_by": "demo (key press)"' in audit and '"outcome": "ok"' in audit
+    demo.assert_nothing_left(at_least=PROCESSES[subject])
+
+
+def test_auto_runs_to_its_end_and_exports_a_chapter_as_svg(demo: Demo) -> None:
+    svg = demo.base / "chapter.svg"
+    demo.start("--subject", "ratelimiter", "--auto", "--pause", "0.5", "--svg", str(svg))
+    demo.wait_for(
+        r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S, also=["--auto: next in 0.5 s"]
+    )
+    assert demo.wait_exit(3 * STEP_S) == 0, demo.text
+    assert "the loop closed" in demo.text
+    (run,) = demo.run_dirs()
+    assert '"approved_by": "demo --auto"' in (run / "audit.jsonl").read_text()
+    text = svg.read_text()
+    assert text.startswith("<svg") and "operator&#160;demo&#160;--subject&#160;ratelimiter" in text
+    assert "Chapter&#160;5/6" in text and "risk&#160;high" in text
+    demo.assert_nothing_left(at_least=PROCESSES["ratelimiter"])
+
+
+def test_q_in_the_middle_heals_and_stops_everything(demo: Demo) -> None:
+    demo.start("--subject", "ratelimiter")
+    demo.wait_for(r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S)
+    demo.keys("Enter")
+    demo.wait_for(r"Chapter 2/6 · A fault kill\(", STEP_S)
+    demo.keys("Enter")
+    demo.wait_for(r"Chapter 3/6 · Detection Detected", STEP_S)
+    demo.keys("q")
+    assert demo.wait_exit(EXIT_S) == 0, demo.text
+    assert "operator demo: quit; the fault healed and the cluster stopped" in demo.text
+    assert "Chapter 4/6" not in demo.text
+    demo.assert_nothing_left(at_least=PROCESSES["ratelimiter"])
+
+
+def test_a_rejected_remediation_runs_nothing(demo: Demo) -> None:
+    demo.start("--subject", "ratelimiter")
+    demo.wait_for(r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S)
+    for chapter in (r"2/6 · A fault kill\(", r"3/6 · Detection Detected", r"4/6 · Diagnosis"):
+        demo.keys("Enter")
+        demo.wait_for(f"Chapter {chapter}", STEP_S)
+    demo.keys("Enter")
+    demo.wait_for(r"Chapter 5/6 · Remediation .* Approve\?", STEP_S)
+    demo.keys("n")
+    demo.wait_for(
+        r"Chapter 6/6 · Recovery Not remedied: restart_node\(node=\S+\): refused",
+        STEP_S,
+        also=["was not approved", "The fault stays until the demo ends, which heals it."],
+    )
+    demo.keys("Enter")
+    assert demo.wait_exit(EXIT_S) == 0, demo.text
+    assert "operator demo: the person rejected the remediation" in demo.text
+    (run,) = demo.run_dirs()
+    (entry,) = [json.loads(line) for line in (run / "audit.jsonl").read_text().splitlines()]
+    assert (entry["decision"], entry["outcome"], entry["attempts"]) == ("rejected", "refused", 0)
+    demo.assert_nothing_left(at_least=PROCESSES["ratelimiter"])
+
+
+def test_ctrl_c_with_the_fault_in_place_heals_and_stops_everything(demo: Demo) -> None:
+    demo.start("--subject", "etcd")
+    demo.wait_for(r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S)
+    demo.keys("Enter")
+    # the view's faults panel: the kill is in place
+    demo.wait_for(r"Chapter 2/6 · A fault kill\(", STEP_S, also=["ACTIVE"])
+    demo.keys("C-c")
+    assert demo.wait_exit(EXIT_S) == 130, demo.text
+    assert "operator demo: interrupted; the fault healed and the cluster stopped" in demo.text
+    demo.assert_nothing_left(at_least=PROCESSES["etcd"])
+
+
+def test_a_bad_subject_names_it_and_the_valid_ones() -> None:
+    proc = subprocess.run(
+        [str(OPERATOR), "demo", "--subject", "tikv"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert (
+        "argument --subject: invalid choice: 'tikv' (choose from 'etcd', 'ratelimiter')"
+        in proc.stderr
+    )
+
+
+def test_a_bad_pause_is_a_usage_error() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_operator._cli",
+            "demo",
+            "--subject",
+            "etcd",
+            "--auto",
+            "--pause",
+            "-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "operator demo: error: --pause -1.0: must be >= 0" in proc.stderr
+
+
+async def _restart(args: object) -> str:
+    return "restarted"
+
+
+def test_the_fault_is_a_crash_the_catalogue_can_remedy() -> None:
+    def action(name: str, remedies: set[FaultKind], choices: tuple[str, ...]) -> Action:
+        return Action(
+            name,
+            name,
+            Risk.HIGH,
+            (Param("who", str, choices=choices),),
+            _restart,
+            remedies=frozenset(remedies),
+            target="who",
+        )
+
+    actions = [
+        action("resize", {FaultKind.OVERLOAD}, ("a", "b")),
+        action("restart_b", {FaultKind.CRASH, FaultKind.PAUSE}, ("b",)),
+        action("restart_any", {FaultKind.CRASH}, ()),
+    ]
+    assert crash_targets(actions, ["a", "b", "c"]) == [
+        CrashTarget("b", "restart_b"),
+        CrashTarget("a", "restart_any"),
+        CrashTarget("c", "restart_any"),
+    ]
+    assert crash_targets(actions[:1], ["a"]) == []
