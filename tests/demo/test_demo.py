@@ -5,15 +5,17 @@ pressed and the screen read at each chapter, for both subjects; ``--auto`` to it
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from pytest_operator._actions import Action, Param, Risk
 from pytest_operator._causes import FaultKind
 from pytest_operator._demo import CrashTarget, crash_targets
-from tests.demo.conftest import OPERATOR, Demo
+from tests.demo.conftest import OPERATOR, ROOT, Demo
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +155,65 @@ def test_ctrl_c_with_the_fault_in_place_heals_and_stops_everything(demo: Demo) -
     assert demo.wait_exit(EXIT_S) == 130, demo.text
     assert "operator demo: interrupted; the fault healed and the cluster stopped" in demo.text
     demo.assert_nothing_left(at_least=PROCESSES["etcd"])
+
+
+def test_ctrl_c_while_the_cluster_starts_stops_what_started(demo: Demo) -> None:
+    demo.start("--subject", "etcd")
+    deadline = time.monotonic() + START_S
+    while not demo.seen:  # the first process of the cluster is up
+        assert time.monotonic() < deadline, f"no pidfile after {START_S:g} s: {demo.screen()}"
+        demo.record_pids()
+        time.sleep(0.05)
+    demo.keys("C-c")
+    assert demo.wait_exit(EXIT_S) == 130, demo.text
+    assert "operator demo: interrupted" in demo.text
+    assert "Chapter 2/6" not in demo.text
+    demo.assert_nothing_left(at_least=1)
+
+
+def test_without_a_terminal_each_chapter_is_printed_plain() -> None:
+    """Output to a pipe and no input (as in CI): the chapters as lines of text, in order,
+    and --auto's approval; the run ends with exit status 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PATH"] = f"{ROOT / '.bin'}:{env.get('PATH', '')}"
+    proc = subprocess.run(
+        [str(OPERATOR), "demo", "--subject", "ratelimiter", "--auto", "--pause", "0.2"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_S + 3 * STEP_S,
+        env=env,
+        cwd=ROOT,
+    )
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    titles = [
+        "== Chapter 1/6 · Healthy traffic ==",
+        "== Chapter 2/6 · A fault ==",
+        "== Chapter 3/6 · Detection ==",
+        "== Chapter 4/6 · Diagnosis ==",
+        "== Chapter 5/6 · Remediation ==",
+        "== Chapter 6/6 · Recovery ==",
+        "== Stopping ==",
+        "operator demo: the loop closed",
+    ]
+    positions = [out.find(t) for t in titles]
+    assert -1 not in positions and positions == sorted(positions), out
+    assert "[--auto approves in 0.2 s · q: quit]" in out
+    assert "\x1b[" not in proc.stdout  # plain text, no terminal codes
+
+
+def test_claude_without_a_key_is_a_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    proc = subprocess.run(
+        [str(OPERATOR), "demo", "--subject", "etcd", "--diagnoser", "claude"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "operator demo: error: --diagnoser=claude: ANTHROPIC_API_KEY is not set" in proc.stderr
 
 
 def test_a_bad_subject_names_it_and_the_valid_ones() -> None:
