@@ -45,6 +45,7 @@ class Demo:
         self.base = base  # the runs' base directory (PYTEST_OPERATOR_RUN_DIR)
         self.seen: dict[tuple[int, int], PidRecord] = {}
         self.last_screen = ""
+        self.socket: Path | None = None
         self._conf = base / "tmux.conf"
         self._status = base / "exit-status"
         # the pane stays after the demo exits: its last screen and exit status stay readable
@@ -95,13 +96,17 @@ class Demo:
             str(ROOT),
             command,
         )
+        self.socket = Path(self.tmux("display-message", "-p", "#{socket_path}").strip())
 
     def kill_server(self) -> None:
+        """The private server killed by its socket, and the socket file removed."""
         subprocess.run(
             ["tmux", "-L", self.server, "kill-server"],
             capture_output=True,
             timeout=TMUX_TIMEOUT_S,
         )
+        if self.socket is not None:
+            self.socket.unlink(missing_ok=True)
 
     def screen(self) -> str:
         self.last_screen = self.tmux("capture-pane", "-p", "-t", "demo")
