@@ -30,6 +30,9 @@ def test_bench_live_prints_both_modes_and_the_ratios() -> None:
     found = re.search(rf"^ratio +{NUMBER}x +{NUMBER}x +{NUMBER}x$", out, re.MULTILINE)
     assert found, out
     assert all(float(g) > 0 for g in found.groups())
+    found = re.search(rf"^per-run +{NUMBER}x +{NUMBER}x$", out, re.MULTILINE)
+    assert found, out
+    assert all(float(g) > 0 for g in found.groups())
 
 
 @pytest.mark.slow
