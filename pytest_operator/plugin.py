@@ -28,11 +28,11 @@ OPTIONS = pytest.StashKey[_options.OperatorOptions]()
 ENGINES = pytest.StashKey[list["DiagnosisEngine"]]()
 SKIPPED_ENGINES = pytest.StashKey[list[str]]()
 DOCKER_ENGINE = pytest.StashKey[str]()
+"""``--cluster=compose``: the Docker engine the run's containers run in."""
 LIVE: pytest.StashKey[LiveReporting] = pytest.StashKey()
 """``--operator-live`` on a terminal: the run's live view."""
 LIVE_OFF = pytest.StashKey[str]()
 """``--operator-live`` asked for, and why it is off."""
-"""``--cluster=compose``: the Docker engine the run's containers run in."""
 
 MARKERS = (
     "subject(name, **options): the subject this scenario is written for, and the options"
