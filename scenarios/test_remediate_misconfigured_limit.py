@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pytest_operator import Action, FaultKind, boundary_burst, steady
-from pytest_operator._chaos import misconfigure
+from pytest_operator import Action, FaultKind, boundary_burst, misconfigure, steady
 from pytest_operator._history import Outcome
 from pytest_operator._workload import Pattern
 
