@@ -42,6 +42,8 @@ class Step:
     detail: str
     attempts: int
     started_at: float
+    """When it began to run, after the decision (a step that never ran: when it was
+    decided); time to recover counts from the first step's."""
     ended_at: float
     decision: Decision | None = None
     """Why the runner ran it or not (None: the runner never got to decide)."""
@@ -152,7 +154,7 @@ def _step(
         entry.outcome,
         detail,
         entry.attempts,
-        started,
+        started if entry.started_at is None else entry.started_at,
         time.time(),
         entry.decision,
         entry.approved_by,

@@ -4,6 +4,7 @@ subject with a consistency model, a client history after the fix that satisfies 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -109,3 +110,51 @@ async def test_recovery_needs_the_history_after_the_fix_to_satisfy_the_model() -
             history=bad,
             model=Register(),
         )
+
+
+async def test_time_waiting_for_the_approver_is_not_the_actions() -> None:
+    from pytest_operator._actions import Action, ActionRunner, Args, Param, Risk
+    from pytest_operator._causes import FaultKind, RootCause
+    from pytest_operator._diagnosis import Diagnosis, Hypothesis, Recommendation
+    from pytest_operator._remediation import remediate
+
+    ran: list[float] = []
+
+    async def restart(args: Args) -> str:
+        ran.append(time.time())
+        return "restarted"
+
+    answered: list[float] = []
+
+    async def slow_person(action: Action, args: Args) -> bool:
+        await asyncio.sleep(0.5)  # a person reading the question
+        answered.append(time.time())
+        return True
+
+    action = Action(
+        "restart",
+        "restart",
+        Risk.HIGH,
+        (Param("node", str, choices=("n3",)),),
+        restart,
+        remedies=frozenset({FaultKind.CRASH}),
+        target="node",
+    )
+    runner = ActionRunner({"restart": action}, approver=slow_person)
+    asked = time.time()
+    done = await remediate(
+        Diagnosis(
+            "causal",
+            (Hypothesis(RootCause(FaultKind.CRASH, "n3"), 0.9),),
+            (Recommendation("restart", (("node", "n3"),)),),
+        ),
+        runner,
+    )
+    (step,) = done.steps
+    assert step.outcome == "ok" and step.decision is Decision.APPROVED
+    assert step.approved_by == "slow_person"
+    assert answered[0] <= step.started_at <= ran[0]
+    assert step.started_at - asked >= 0.5
+    assert runner.audit[0].started_at == step.started_at
+    recovery = await wait_recovered(done, _healthy, (), within=5, sustain=0.2, interval=0.05)
+    assert recovery.time_to_recover < 0.4  # the half second of asking is not in it
