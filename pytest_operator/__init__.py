@@ -19,7 +19,18 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_operator._actions import Action, ActionError, Param, Risk
+    from pytest_operator._actions import (
+        Action,
+        ActionError,
+        ActionRunner,
+        Approver,
+        AuditEntry,
+        Decision,
+        NotApplied,
+        Param,
+        Risk,
+        TerminalPrompt,
+    )
     from pytest_operator._anomalies import Anomaly, AnomalyKind
     from pytest_operator._cassette import Cassette, CassetteMiss
     from pytest_operator._causal import CausalEngine
@@ -36,6 +47,7 @@ if TYPE_CHECKING:
         isolate,
         kill,
         latency,
+        misconfigure,
         partition,
         pause,
         reset_peer,
@@ -128,7 +140,21 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("Action", "ActionError", "Param", "Risk"), "_actions"),
+    **dict.fromkeys(
+        (
+            "Action",
+            "ActionError",
+            "ActionRunner",
+            "Approver",
+            "AuditEntry",
+            "Decision",
+            "NotApplied",
+            "Param",
+            "Risk",
+            "TerminalPrompt",
+        ),
+        "_actions",
+    ),
     "CausalEngine": "_causal",
     **dict.fromkeys(("Cassette", "CassetteMiss"), "_cassette"),
     **dict.fromkeys(("ClaudeEngine", "ClaudeResponseError"), "_claude"),
@@ -183,6 +209,7 @@ _EXPORTS: dict[str, str] = {
             "isolate",
             "kill",
             "latency",
+            "misconfigure",
             "partition",
             "pause",
             "reset_peer",
@@ -248,10 +275,13 @@ __all__ = [
     "MAIN",
     "Action",
     "ActionError",
+    "ActionRunner",
     "Address",
     "Addresses",
     "Anomaly",
     "AnomalyKind",
+    "Approver",
+    "AuditEntry",
     "Availability",
     "AvailabilityReport",
     "Call",
@@ -271,6 +301,7 @@ __all__ = [
     "ComponentKind",
     "ComponentSignals",
     "ComponentSpec",
+    "Decision",
     "Diagnosis",
     "Divergence",
     "EmbeddedCluster",
@@ -296,6 +327,7 @@ __all__ = [
     "LinkSpec",
     "Model",
     "MonitorRun",
+    "NotApplied",
     "NotRecovered",
     "Observation",
     "Op",
@@ -324,6 +356,7 @@ __all__ = [
     "SubjectConfig",
     "SubjectSession",
     "TcpReady",
+    "TerminalPrompt",
     "Topology",
     "Violation",
     "WindowCount",
@@ -349,6 +382,7 @@ __all__ = [
     "max_in_window",
     "max_over_rate",
     "mesh_links",
+    "misconfigure",
     "partition",
     "pause",
     "process_start_time",

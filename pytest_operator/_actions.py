@@ -175,6 +175,9 @@ class AuditEntry:
     approved_by: str | None = None
     """Who let it run: the policy ("policy: auto up to medium"), the approver callback's
     name, or the person at the terminal; None when nobody did."""
+    started_at: float | None = None
+    """Epoch seconds when its first attempt began, after the decision (None: it never
+    ran). Time spent waiting for an approver is not the action's."""
 
     def to_json(self) -> str:
         """One line of the audit trail."""
@@ -298,6 +301,7 @@ class ActionRunner:
         risk: Risk | None = None,
         decision: Decision,
         approved_by: str | None = None,
+        started_at: float | None = None,
     ) -> AuditEntry:
         flat = tuple((k, str(v)) for k, v in sorted(args.items()))
         entry = AuditEntry(
@@ -310,6 +314,7 @@ class ActionRunner:
             None if risk is None else str(risk),
             decision,
             approved_by,
+            started_at,
         )
         self.audit.append(entry)
         if self.audit_path is not None:
@@ -388,6 +393,7 @@ class ActionRunner:
         limit = action.timeout if action.timeout is not None else self.timeout
         last_error = ""
         attempt = 0
+        began = time.time()
 
         def log(outcome: str, detail: str) -> AuditEntry:
             return self._log(
@@ -399,6 +405,7 @@ class ActionRunner:
                 risk=action.risk,
                 decision=decision,
                 approved_by=who,
+                started_at=began,
             )
 
         while True:

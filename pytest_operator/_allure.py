@@ -330,7 +330,21 @@ class AllureReporting:
         engines = [e.name for e in op.engines] if op is not None else [str(opts.diagnoser)]
         allure.dynamic.parameter("engine", ", ".join(engines))
         if op is not None:
+            self.figures(item, op)
             self.attach(scenario, op, _history(item))
+
+    def figures(self, item: pytest.Item, op: Operator) -> None:
+        """Time to detect and, when the operator acted, time to recover, as parameters
+        left out of Allure's history id (they change every run; the test stays one)."""
+        from pytest_operator._results import scenario_result
+
+        result = scenario_result(item.nodeid, trial_of(item), "", op)
+        for name, value in (
+            ("time to detect (s)", result.time_to_detect),
+            ("time to recover (s)", result.time_to_recover),
+        ):
+            if value is not None:
+                allure.dynamic.parameter(name, round(value, 2), excluded=True)
 
     def attach(self, scenario: str, op: Operator, history: History | None) -> None:
         ops = history.snapshot() if history is not None else ()
@@ -359,6 +373,9 @@ class AllureReporting:
             allure.attach(history_summary(ops), "history summary", allure.attachment_type.TEXT)
         for n, result in enumerate(op.checks, 1):
             self.attach_check(result, f" ({n})" if len(op.checks) > 1 else "")
+        for rem in op.remediations:
+            recovery = next((r for r in op.recoveries if r.remediation is rem), None)
+            allure.attach(rem.to_markdown(recovery), f"remediation ({rem.engine})", MARKDOWN, "md")
         if op.actions.audit:
             trail = "".join(e.to_json() + "\n" for e in op.actions.audit)
             allure.attach(trail, "audit trail.jsonl", "text/plain", "jsonl")

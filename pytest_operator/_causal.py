@@ -18,7 +18,11 @@ history, and the violations such a fault must explain are those of the component
   several components at once;
 - overload(client): request rates spike across the services with no infrastructure
   signal;
-- misconfiguration(s): safety breaks with no infrastructure signal and no spike.
+- misconfiguration(client): safety breaks with no infrastructure signal and no spike;
+  or the services report a configuration change after the clients' traffic began and
+  before safety broke (a configuration set before the workload began, such as a reset
+  between tests, is no evidence): then a spike is the traffic the new configuration
+  failed to hold, not an overload.
 
 Members of a mesh (components that call one another both ways: a consensus group's
 peers, see ``_consensus``) add what they say of their group: role, term, the leader
@@ -67,6 +71,8 @@ from pytest_operator._topology import ComponentKind
 
 CLIENT = "client"
 CLOCK_SKEW_MS = 1000.0
+CONFIG_CHANGE_HORIZON_S = 60.0
+"""A configuration change counts against safety broken at most this long after it."""
 LINK_LATENCY_FLOOR_MS = 20.0
 MIN_SCORE = 2.0
 """A hypothesis scoring below this is not reported."""
@@ -88,6 +94,7 @@ class _Component:
     divergence_at: float | None = None
     safety: int = 0
     safety_at: float | None = None
+    config_changes: set[float] = field(default_factory=set)
 
     @property
     def unreachable(self) -> bool:
@@ -121,7 +128,10 @@ class _Features:
     def __init__(self, case: Case) -> None:
         self.components: dict[str, _Component] = defaultdict(_Component)
         self.links: dict[tuple[str, str], _Link] = defaultdict(_Link)
+        self.clients_since: float | None = None
         for obs in case.observations:
+            if obs.clients_since is not None:
+                self.clients_since = min(self.clients_since or obs.clients_since, obs.clients_since)
             for c in obs.components:
                 f = self.components[c.component]
                 if not c.reachable:
@@ -133,6 +143,8 @@ class _Features:
                     f.seen_up += 1
                 if c.started_at is not None:
                     f.starts.append((obs.at, c.started_at))
+                if c.config_changed_at is not None:
+                    f.config_changes.add(c.config_changed_at)
                 if c.clock_offset_ms is not None and abs(c.clock_offset_ms) > abs(f.max_offset_ms):
                     f.max_offset_ms, f.max_offset_at = c.clock_offset_ms, obs.at
                 if c.data_intact is False and f.data_lost_at is None:
@@ -201,6 +213,27 @@ class _Features:
         caller's end (clients that overwhelm every node, say), not on a link."""
         out = [lf for (a, _), lf in self.links.items() if a == source]
         return len(out) > 1 and all(lf.down for lf in out)
+
+    def config_changed(self, names: Sequence[str]) -> list[tuple[str, float]]:
+        """The components among ``names`` whose configuration changed after the clients'
+        traffic began and before safety first broke (not long before): each with the
+        latest such change."""
+        broke = [f.safety_at for f in self.components.values() if f.safety_at is not None]
+        if self.clients_since is None or not broke:
+            return []
+        first_broke = min(broke)
+        out = []
+        for name in names:
+            f = self.components.get(name)
+            changes = [
+                at
+                for at in (f.config_changes if f is not None else ())
+                if self.clients_since < at <= first_broke
+                and first_broke - at <= CONFIG_CHANGE_HORIZON_S
+            ]
+            if changes:
+                out.append((name, max(changes)))
+        return out
 
     def infrastructure_signal(self) -> bool:
         return (
@@ -503,6 +536,16 @@ class CausalEngine:
                 misconf.add(1, "and with no traffic spike")
             else:
                 misconf.add(-1, "but traffic spiked")
+        changed = f.config_changed(services) if f.safety_components else []
+        if services and len(changed) * 2 >= len(services):
+            at = min(t for _, t in changed)
+            misconf.add(
+                3,
+                f"configuration changed on {len(changed)} of {len(services)} services after"
+                " the clients' traffic began, before safety broke",
+                at,
+            )
+            overload.add(-2, "the traffic met a configuration changed under it", at)
         if infra:
             overload.add(-2, "infrastructure signals point elsewhere")
             misconf.add(-2, "infrastructure signals point elsewhere")

@@ -29,6 +29,12 @@ fault, with selectors (``leader()``, ``follower(i)``) resolved from the subject'
 observation, and the :class:`Injection` records that bound fault, so its ``root_causes``
 name real components. A fault that cannot run on a component raises
 :class:`ChaosUnsupported` (clock skew on a component whose spec has a ``clock_note``).
+
+A misconfiguration is a change the subject knows how to make and undo: ``misconfigure``
+takes the change and its revert, each a catalogue action with its arguments (run
+directly, not through the operator's runner: the chaos layer is not the operator) or an
+async callable. Its root cause is a misconfiguration reached by the clients' traffic
+(the ``client`` pseudo-component, where the causal engine locates traffic-borne causes).
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self
 
+from pytest_operator._actions import Action
 from pytest_operator._causes import FaultKind, RootCause, split_cause
 from pytest_operator._process import ProcessHandle
 from pytest_operator._selectors import (
@@ -738,6 +745,66 @@ class ClockSkew(Fault):
         target.set_clock_offset(self.component, 0)
 
 
+# --- configuration faults ---------------------------------------------------------------
+
+MISCONFIGURED_AT = "client"
+"""Where a misconfiguration is located: the clients' pseudo-component (``_cluster.CLIENT``),
+as the causal engine names a cause that the traffic meets on every service."""
+
+Change = Callable[[], Awaitable[object]] | tuple[Action, Mapping[str, object]]
+"""A configuration change: an async callable, or a catalogue action and its arguments."""
+
+
+async def _run_change(change: Change) -> None:
+    if isinstance(change, tuple):
+        action, args = change
+        await action.run(action.validate(args))  # an ActionError names a bad argument
+    else:
+        await change()
+
+
+def _describe_change(change: Change) -> str:
+    if isinstance(change, tuple):
+        action, args = change
+        return f"{action.name}({', '.join(f'{k}={v}' for k, v in args.items())})"
+    return getattr(change, "__name__", "change")
+
+
+@dataclass(frozen=True, slots=True)
+class Misconfigure(Fault):
+    """A configuration change that stays until someone fixes it: ``change`` applies it on
+    enter, ``revert`` undoes it on heal (so it must be safe to run after the operator
+    fixed it already, and after a partial change: an idempotent revert, such as writing
+    the declared configuration again)."""
+
+    change: Change = field(compare=False)
+    revert: Change = field(compare=False)
+    what: str = ""
+    component: str = MISCONFIGURED_AT
+
+    def __post_init__(self) -> None:
+        for role, step in (("change", self.change), ("revert", self.revert)):
+            if isinstance(step, tuple):
+                if len(step) != 2 or not isinstance(step[0], Action):
+                    raise TypeError(f"misconfigure {role}: (action, args) or an async callable")
+                step[0].validate(step[1])  # refused now, not at injection
+            elif not callable(step):
+                raise TypeError(f"misconfigure {role}: (action, args) or an async callable")
+
+    @property
+    def root_causes(self) -> tuple[RootCause, ...]:
+        return (RootCause(FaultKind.MISCONFIGURATION, self.component),)
+
+    def describe(self) -> str:
+        return f"misconfigure({self.what or _describe_change(self.change)})"
+
+    async def _apply(self, target: ChaosTarget) -> None:
+        await _run_change(self.change)
+
+    async def _heal(self, target: ChaosTarget) -> None:
+        await _run_change(self.revert)
+
+
 # --- composition ------------------------------------------------------------------------
 
 
@@ -856,16 +923,27 @@ def compose(*faults: Fault) -> Compose:
     return Compose(tuple(faults))
 
 
+def misconfigure(
+    change: Change, *, revert: Change, what: str = "", component: str = MISCONFIGURED_AT
+) -> Misconfigure:
+    """A configuration change left until fixed: ``change`` and ``revert`` are each a
+    catalogue action with its arguments, ``(action, {"key": "k1", ...})``, or an async
+    callable; ``what`` describes it in reports (default: the change's action and
+    arguments). Healed by ``revert`` (which must be idempotent)."""
+    return Misconfigure(change, revert, what, component)
+
+
 LEAVABLE: tuple[type[Fault], ...] = ()  # set below: the process faults
 
 
 def check_leavable(fault: Fault) -> None:
-    """Only a process fault (kill, pause, data loss) can be left for the operator to fix:
-    the catalogues remedy components, not links. A ChaosUnsupported otherwise."""
+    """Only a process fault (kill, pause, data loss) or a misconfiguration can be left for
+    the operator to fix: the catalogues remedy components and configurations, not links.
+    A ChaosUnsupported otherwise."""
     if not isinstance(fault, LEAVABLE):
         raise ChaosUnsupported(
-            f"{fault.describe()} cannot be left in place for the operator: only kill, pause"
-            " and restart_with_data_loss can (inject the others with `async with`)"
+            f"{fault.describe()} cannot be left in place for the operator: only kill, pause,"
+            " restart_with_data_loss and misconfigure can (inject the others with `async with`)"
         )
 
 
@@ -936,8 +1014,13 @@ class Chaos:
     def compose(self, *faults: Fault) -> contextlib.AbstractAsyncContextManager[Injection]:
         return self.inject(compose(*faults))
 
+    def misconfigure(
+        self, change: Change, *, revert: Change, what: str = ""
+    ) -> contextlib.AbstractAsyncContextManager[Injection]:
+        return self.inject(misconfigure(change, revert=revert, what=what))
 
-LEAVABLE = (Kill, Pause, RestartWithDataLoss)
+
+LEAVABLE = (Kill, Pause, RestartWithDataLoss, Misconfigure)
 
 __all__ = [
     "Chaos",
@@ -948,6 +1031,7 @@ __all__ = [
     "HealError",
     "Injection",
     "Isolate",
+    "Misconfigure",
     "Observed",
     "Partition",
     "Selector",
@@ -963,6 +1047,7 @@ __all__ = [
     "kill",
     "latency",
     "leader",
+    "misconfigure",
     "partition",
     "pause",
     "reset_peer",

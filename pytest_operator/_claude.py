@@ -10,9 +10,12 @@ forced choice with a 400, so they get ``auto`` and the system prompt's rule to c
 the tool once.
 
 The answer is checked, never trusted: a hypothesis naming a component or link not in
-the topology, or a kind outside FaultKind, is dropped with a note; so is an action
-outside the catalogue or an argument outside its allowed values. A response without
-the tool call raises :class:`ClaudeResponseError`.
+the topology, or a kind outside FaultKind, is dropped with a note. A proposed action
+outside the catalogue, or with an argument outside its allowed values, is NOT dropped:
+it stays in :attr:`Diagnosis.recommendations`, in its place, with a note, so that the
+remediation loop hands it to the :class:`ActionRunner`, which refuses it (decision
+"invalid"), audits it and stops the workflow; it is never run. A response without the
+tool call raises :class:`ClaudeResponseError`.
 
 Without ``ANTHROPIC_API_KEY`` (and without a replay cassette) the engine is
 unavailable: :func:`unavailable_reason` says why and the constructor raises
@@ -24,6 +27,7 @@ only when an engine is built, so the plugin loads without it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING
 from pytest_operator._cassette import Cassette, request_key
 from pytest_operator._causes import FaultKind, RootCause, split_cause
 from pytest_operator._diagnosis import (
+    ActionInfo,
     Case,
     Diagnosis,
     EngineUnavailable,
@@ -318,26 +323,67 @@ def _evidence(value: object, t0: float) -> tuple[Evidence, ...]:
 
 
 def _recommendations(value: object, case: Case, notes: list[str]) -> list[Recommendation]:
-    catalogue = {a.name: dict(a.params) for a in case.actions}
+    """Every proposal, in the order given. One outside the catalogue (an unknown action or
+    parameter, a value outside the allowed ones, a required parameter missing) is kept as
+    proposed, with a note: the remediation loop hands it to the runner, which refuses and
+    audits it, never runs it, and stops the workflow there. Only a proposal that cannot be
+    written as an action and string arguments is dropped, with a note, and the ones after
+    it with it (so a later step never runs in its place)."""
+    catalogue = {a.name: a for a in case.actions}
     out = []
-    for item in _items(value, "recommendations", notes):
-        action = item.get("action")
-        if not isinstance(action, str) or action not in catalogue:
-            known = ", ".join(catalogue) or "none"
-            notes.append(f"dropped recommendation {action!r}: not in the catalogue ({known})")
-            continue
-        args, why = _args(item.get("args"), catalogue[action])
-        if args is None:
-            notes.append(f"dropped recommendation {action}: {why}")
-            continue
+    items = value if isinstance(value, list) else _items(value, "recommendations", notes)
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            raw = item.get("action")
+            action = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
+            args, why = _args(item.get("args"))
+        else:
+            action, args, why = f"{item!r:.80}", None, "expected an object"
+        if args is None:  # the workflow stops here, as it would at a refusal
+            later = len(items) - i - 1
+            rest = f", nor the {later} proposed after it" if later else ""
+            notes.append(f"dropped recommendation {action}: {why}; not handed on{rest}")
+            break
         reason = item.get("reason")
-        out.append(Recommendation(action, args, reason if isinstance(reason, str) else ""))
+        rec = Recommendation(action, args, reason if isinstance(reason, str) else "")
+        outside = _outside(rec, catalogue)
+        if outside:
+            notes.append(
+                f"recommendation {_shown(rec)} is outside the catalogue ({outside}): "
+                "kept for the runner to refuse and audit, never run"
+            )
+        out.append(rec)
     return out
 
 
-def _args(
-    value: object, params: Mapping[str, Sequence[str]]
-) -> tuple[tuple[tuple[str, str], ...] | None, str]:
+def _shown(rec: Recommendation) -> str:
+    return f"{rec.action}({', '.join(f'{k}={v}' for k, v in rec.args)})"
+
+
+def _outside(rec: Recommendation, catalogue: Mapping[str, ActionInfo]) -> str:
+    """Why ``rec`` is outside the case's catalogue; empty if it is inside."""
+    info = catalogue.get(rec.action)
+    if info is None:
+        return f"no action {rec.action!r}; actions: {', '.join(catalogue) or 'none'}"
+    params = dict(info.params)
+    for name, text in rec.args:
+        if name not in params:
+            return f"no parameter {name!r}; parameters: {', '.join(params) or 'none'}"
+        if params[name] and text not in params[name]:
+            return f"{name}={text!r} is not one of {', '.join(params[name])}"
+    missing = [p for p in info.required if p not in dict(rec.args)]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    return ""
+
+
+def _args(value: object) -> tuple[tuple[tuple[str, str], ...] | None, str]:
+    """The arguments as (name, text) pairs, or None and why they cannot be read.
+
+    A name that is no string is kept as its JSON text (the runner refuses it as an unknown
+    parameter); a number or boolean value as its JSON text. A value that is null, an
+    object or a list, and a name given twice, cannot be handed on without guessing.
+    """
     pairs: list[tuple[object, object]]
     if value is None:
         pairs = []
@@ -350,13 +396,11 @@ def _args(
         return None, f"args {value!r:.80} are neither a list nor an object"
     out: list[tuple[str, str]] = []
     for name, raw in pairs:
-        if not isinstance(name, str) or name not in params:
-            return None, f"no parameter {name!r} (parameters: {', '.join(params) or 'none'})"
+        key = name if isinstance(name, str) else json.dumps(name, ensure_ascii=False)
         if raw is None or isinstance(raw, Mapping | list):
-            return None, f"parameter {name} has no usable value ({raw!r:.40})"
-        text = str(raw)
-        choices = params[name]
-        if choices and text not in choices:
-            return None, f"{name}={text!r} is not one of {', '.join(choices)}"
-        out.append((name, text))
+            return None, f"parameter {key} has no usable value ({raw!r:.40})"
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        if any(k == key for k, _ in out):
+            return None, f"parameter {key} is given twice"
+        out.append((key, text))
     return tuple(out), ""

@@ -131,13 +131,18 @@ def recommend(
 ) -> tuple[Recommendation, ...]:
     """Generic remediation for the top hypothesis: every catalogue action that declares it
     remedies the cause's kind, aimed at the cause's component through its ``target``
-    parameter (when that parameter accepts the component and nothing else is required).
+    parameter (when that parameter accepts the component and nothing else is required),
+    or, with no target, acting on the whole subject (when it requires no parameter).
     Action names are never read."""
     out: list[Recommendation] = []
     for h in hypotheses[:1]:
         component = h.cause.component
         for a in actions:
-            if h.cause.kind not in a.remedies or a.target is None:
+            if h.cause.kind not in a.remedies:
+                continue
+            if a.target is None:
+                if not a.required:  # cluster-wide: nothing for the engine to fill
+                    out.append(Recommendation(a.name, (), f"remedies {h.cause.kind}"))
                 continue
             choices = dict(a.params).get(a.target, ())
             if choices and component not in choices:

@@ -309,8 +309,9 @@ class Operator:
         self, remediation: Remediation, *, within: float, sustain: float = 2.0
     ) -> Recovery:
         """Every invariant holds, and every component answers, for ``sustain`` s in a row,
-        starting within ``within`` s of the remediation's first action (a
-        :class:`NotRecovered` otherwise). The time to recover is kept for the report."""
+        starting within ``within`` s of the remediation's first action, and the client
+        history from then on satisfies the subject's consistency model, if it declares one
+        (a :class:`NotRecovered` otherwise). The time to recover is kept for the report."""
         from pytest_operator._remediation import NotRecovered, wait_recovered
 
         try:
@@ -321,6 +322,8 @@ class Operator:
                 within=within,
                 sustain=sustain,
                 interval=self.interval,
+                history=self.history,
+                model=self.session.model,
             )
         except NotRecovered as exc:
             self._emit(RecoveryMeasured(time.time(), remediation, None, str(exc)))

@@ -109,10 +109,11 @@ class RecordingChaos:
         self._left = contextlib.AsyncExitStack()
 
     async def leave(self, fault: Fault) -> Injection:
-        """Inject a process fault (kill, pause, restart_with_data_loss) and leave it in
-        place for the operator to fix: nothing heals it before the test's teardown, which
-        heals it as usual if nobody did (a component the operator restarted is left as it
-        is). The injection is marked ``left_in_place``."""
+        """Inject a process fault (kill, pause, restart_with_data_loss) or a misconfiguration
+        (misconfigure) and leave it in place for the operator to fix: nothing heals it
+        before the test's teardown, which heals it as usual if nobody did (a component the
+        operator restarted is left as it is; a misconfiguration's revert is run again).
+        The injection is marked ``left_in_place``."""
         from pytest_operator._chaos import check_leavable
 
         check_leavable(fault)

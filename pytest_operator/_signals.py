@@ -2,9 +2,10 @@
 
 A subject's ``observe()`` returns an :class:`Observation`: per-component signals
 (does it answer the monitor's probe, does it say it is ready, its latency, error
-rate, start time, clock offset), per-link signals (a's calls to b, as seen from a),
-state divergence between a component's view and the authoritative store, safety
-violations found in the client history, and subject-specific facts. Members of a
+rate, start time, last configuration change, clock offset), per-link signals (a's
+calls to b, as seen from a), state divergence between a component's view and the
+authoritative store, safety violations found in the client history, when the client
+history began, and subject-specific facts. Members of a
 consensus group also report what they believe of the group: their role, their term
 (epoch), the leader they see and whether they can commit (quorum); their links to
 one another are reported as each member sees its peers. The causal engine reads
@@ -72,6 +73,9 @@ class ComponentSignals:
     """The component it believes leads (None: it sees no leader, or is no consensus member)."""
     quorum: bool | None = field(default=None, metadata=_RECENT)
     """It can commit: it has a leader and a majority answers it (None: it cannot say)."""
+    config_changed_at: float | None = field(default=None, metadata=_RECENT)
+    """Epoch seconds of its last configuration change, as it reports it (None: none since
+    it started, or it cannot say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,9 @@ class Observation:
     divergences: tuple[Divergence, ...] = ()
     safety: tuple[SafetyViolation, ...] = ()
     facts: tuple[Fact, ...] = field(default=())
+    clients_since: float | None = field(default=None, metadata=_RECENT)
+    """Epoch seconds of the first request in the client history (None: no history yet):
+    when the workload began."""
 
     def component(self, name: str) -> ComponentSignals | None:
         for c in self.components:

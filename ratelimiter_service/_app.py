@@ -269,6 +269,7 @@ def build_api(limiter: Limiter) -> FastAPI:
             "status": "ok",
             "node": node,
             "started_at": limiter.started_at,
+            "config_changed_at": limiter.config_changed_at,
             "uptime_s": uptime_s(limiter),
             "now_ms": int(now * 1000),
             "mode": limiter.mode.value,

@@ -106,6 +106,11 @@ class Limiter:
         self.local = LocalLimiter()
         self._limits: dict[str, LimitSpec] = {}
         self._limits_version: bytes | str | None = None
+        self._limits_loaded = False
+        self.config_changed_at: float | None = None
+        """Epoch seconds of the last change to this node's configured limits (None: none
+        since it started): set by a PUT or DELETE here, or when a refresh brings another
+        node's change."""
         self._recent: dict[str, float] = {}
         self._blocks: deque[Block] = deque(maxlen=BLOCKS_KEPT)
         self._token_prefix = f"{config.node_id}:{secrets.token_hex(4)}:"
@@ -305,6 +310,8 @@ class Limiter:
             await pipe.execute()
 
         await self.store.call(write)
+        if self._limits.get(key) != spec:
+            self.config_changed_at = time.time()
         self._limits[key] = spec
         self.metrics.limit_updates.inc()
 
@@ -317,7 +324,8 @@ class Limiter:
             return bool(removed)
 
         removed = await self.store.call(remove)
-        self._limits.pop(key, None)
+        if self._limits.pop(key, None) is not None:
+            self.config_changed_at = time.time()
         self.metrics.limit_updates.inc()
         return removed
 
@@ -335,8 +343,11 @@ class Limiter:
             spec = spec_from_json(value)
             if spec is not None:
                 limits[field.decode() if isinstance(field, bytes) else field] = spec
+        if limits != self._limits and self._limits_loaded:
+            self.config_changed_at = time.time()  # another node's change (not the first load)
         self._limits = limits
         self._limits_version = version
+        self._limits_loaded = True
 
     # -- registry --------------------------------------------------------------------------
 

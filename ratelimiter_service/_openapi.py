@@ -230,6 +230,7 @@ def build(config: Config) -> Json:
                                 "status": {"const": "ok"},
                                 "node": _STR,
                                 "started_at": _NUM,
+                                "config_changed_at": {"type": ["number", "null"]},
                                 "uptime_s": _NUM,
                                 "now_ms": _INT,
                                 "mode": _MODE,

@@ -4,7 +4,11 @@
   on its data; it rejoins as a follower.
 - ``transfer_leadership`` (medium risk): the leader hands leadership to another member
   (``POST /v3/maintenance/transfer-leadership``, which only the leader accepts: a follower
-  answers ``etcdserver: not leader``), a brief election without a timeout.
+  answers ``etcdserver: not leader``), a brief election without a timeout. Idempotent (a
+  member that already leads is left as it is), so the runner may retry it.
+
+``restart_member`` is not idempotent: after a failure that may have stopped the member,
+the runner does not retry it.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def catalogue(api: MaintenanceApi, restart: Callable[[str], Awaitable[None]]) ->
             restart_member,
             remedies=frozenset({FaultKind.CRASH, FaultKind.PAUSE}),
             target="member",
+            timeout=30.0,  # stop (3 s grace), start, and the member's health check
         ),
         Action(
             "transfer_leadership",
@@ -105,5 +110,7 @@ def catalogue(api: MaintenanceApi, restart: Callable[[str], Awaitable[None]]) ->
             (Param("member", str, "the member to lead", choices=members),),
             transfer_leadership,
             target="member",
+            idempotent=True,  # a member that already leads is left as it is
+            timeout=10.0,
         ),
     )

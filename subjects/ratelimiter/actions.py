@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -13,15 +15,32 @@ ALGORITHMS = ("sliding_log", "sliding_window", "fixed_window", "gcra")
 TIMEOUT = httpx.Timeout(2.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """The limit the subject declares for every key (its options: limit, window_ms,
+    algorithm), which each node starts with as its default."""
+
+    limit: int
+    window_ms: int
+    algorithm: str
+
+    def body(self) -> dict[str, object]:
+        return {"limit": self.limit, "window_ms": self.window_ms, "algorithm": self.algorithm}
+
+
 class ManagementApi:
     """Calls a node's management endpoints, trying the next node when one fails."""
 
     async def each(self, method: str, path: str) -> list[httpx.Response]:
         """The same read on every node that answers (a down node is skipped)."""
+        return [r for _, r in await self.by_node(method, path)]
+
+    async def by_node(self, method: str, path: str) -> list[tuple[str, httpx.Response]]:
+        """The same read on every node that answers, with the node's name."""
         out = []
-        for base in self.nodes.values():
+        for name, base in self.nodes.items():
             try:
-                out.append(await self._http.request(method, f"{base}{path}"))
+                out.append((name, await self._http.request(method, f"{base}{path}")))
             except httpx.HTTPError:
                 continue
         return out
@@ -53,7 +72,26 @@ class ManagementApi:
         raise ActionError(f"{method} {path}: no node answered ({'; '.join(errors)})")
 
 
-def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> Sequence[Action]:
+async def configured_limits(api: ManagementApi) -> dict[str, dict[str, object]]:
+    """Every key with a limit configured on some node (not the default), as the nodes that
+    answer report it: key -> {limit, window_ms, algorithm}."""
+    out: dict[str, dict[str, object]] = {}
+    for r in await api.each("GET", "/api/counters"):
+        if r.status_code != 200:
+            continue
+        for c in r.json().get("counters", []):
+            if c.get("configured"):
+                spec = {k: c[k] for k in ("limit", "window_ms", "algorithm")}
+                out.setdefault(str(c["key"]), spec)
+    return out
+
+
+def catalogue(
+    api: ManagementApi,
+    restart: Callable[[str], Awaitable[None]],
+    declared: Declared | None = None,
+) -> Sequence[Action]:
+    """The actions; ``restore_limits`` only when the subject declared its limit."""
     nodes = tuple(api.nodes)
 
     async def reset_counter(args: Args) -> str:
@@ -71,10 +109,40 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
         await restart(str(args["node"]))
         return f"{args['node']} restarted"
 
+    async def restore_limits(args: Args) -> str:
+        assert declared is not None
+        want = declared.body()
+        changed = sorted(k for k, spec in (await configured_limits(api)).items() if spec != want)
+        for key in changed:
+            await api.request("PUT", f"/api/limits/{quote(key, safe='')}", json=want)
+        what = ", ".join(repr(k) for k in changed) or "no key (all as declared)"
+        return (
+            f"declared limit ({declared.limit} per {declared.window_ms} ms by"
+            f" {declared.algorithm}) applied again to {what}"
+        )
+
     key = Param("key", str, "the rate-limited key")
+    restore = (
+        Action(
+            "restore_limits",
+            "apply the declared limit again to every key configured otherwise, on every node",
+            Risk.MEDIUM,
+            (),
+            restore_limits,
+            remedies=frozenset({FaultKind.MISCONFIGURATION}),
+            timeout=10.0,
+            idempotent=True,  # a PUT of the declared limit: the same again changes nothing
+        ),
+    )
     return (
         Action(
-            "reset_counter", "forget a key's admitted requests", Risk.LOW, (key,), reset_counter
+            "reset_counter",
+            "forget a key's admitted requests",
+            Risk.LOW,
+            (key,),
+            reset_counter,
+            timeout=5.0,
+            idempotent=True,  # forgetting twice is forgetting once
         ),
         Action(
             "update_limit",
@@ -88,6 +156,8 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
             ),
             update_limit,
             remedies=frozenset({FaultKind.MISCONFIGURATION}),
+            timeout=5.0,
+            idempotent=True,  # a PUT: the same limit set twice is set once
         ),
         Action(
             "restart_node",
@@ -98,4 +168,5 @@ def catalogue(api: ManagementApi, restart: Callable[[str], Awaitable[None]]) -> 
             remedies=frozenset({FaultKind.CRASH, FaultKind.PAUSE}),
             target="node",
         ),
+        *(restore if declared is not None else ()),
     )

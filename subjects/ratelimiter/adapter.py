@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pytest_operator._subject import ClusterView, SubjectConfig
 from pytest_operator._topology import Topology
-from subjects.ratelimiter.actions import ALGORITHMS, ManagementApi, catalogue
+from subjects.ratelimiter.actions import ALGORITHMS, Declared, ManagementApi, catalogue
 from subjects.ratelimiter.cluster import CLOCKS, POLICIES, node_names, ratelimiter_cluster_spec
 from subjects.ratelimiter.invariants import invariants
 from subjects.ratelimiter.observe import REDIS, RateLimiterObserver
@@ -43,13 +43,21 @@ class RateLimiterSession:
         self.topology: Topology = cluster.topology()
         direct = {n: cluster.address(n).url() for n in self.targets}
         self._client_urls = {n: cluster.client_url(n) for n in self.targets}
-        self._observer = RateLimiterObserver(direct, str(cluster.address(REDIS)), history)
+        self.declared = Declared(
+            limit=int(config.get("limit", "100")),
+            window_ms=int(config.get("window_ms", "1000")),
+            algorithm=config.get("algorithm", "sliding_log"),
+        )
+        """The limit the scenario declared (the subject's options) for every key."""
+        self._observer = RateLimiterObserver(
+            direct, str(cluster.address(REDIS)), history, declared=self.declared
+        )
         self._api = ManagementApi(direct)
         self.invariants: Sequence[Invariant] = invariants(
             latency_ms=float(config.get("latency_threshold_ms", "100")),
             client_latency_ms=float(config.get("client_latency_threshold_ms", "500")),
         )
-        self.actions: Sequence[Action] = catalogue(self._api, cluster.restart)
+        self.actions: Sequence[Action] = catalogue(self._api, cluster.restart, self.declared)
         self.model: Model | None = None  # its promise is judged by ghost_allowing instead
         self._requesters: list[Requester] = []
 
@@ -62,6 +70,19 @@ class RateLimiterSession:
         client = RateLimiterClient(self._client_urls)
         self._requesters.append(client)
         return client
+
+    async def limit_on_nodes(self, key: str) -> dict[str, tuple[int, int, str]]:
+        """Each answering node's limit for ``key`` as it applies it (the configured one, else
+        its default): node -> (limit, window_ms, algorithm)."""
+        out: dict[str, tuple[int, int, str]] = {}
+        for node, r in await self._api.by_node("GET", f"/api/limits/{quote(key, safe='')}"):
+            if r.status_code == 404:  # not configured: the node's default, the declared one
+                d = self.declared
+                out[node] = (d.limit, d.window_ms, d.algorithm)
+            elif r.status_code == 200:
+                body = r.json()
+                out[node] = (int(body["limit"]), int(body["window_ms"]), str(body["algorithm"]))
+        return out
 
     async def reset(self) -> None:
         """Forget every limit and counter, so the scenario starts from the defaults."""

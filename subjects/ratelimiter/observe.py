@@ -4,8 +4,12 @@ Per node, each tick: ``/healthz`` (reachable, start time, wall clock), ``/readyz
 (Redis reachable from the node, mode), ``/metrics`` (request and error rates, check
 latency, the node's calls to Redis) and ``/api/counters`` (the node's view of each
 key's count). Redis itself is probed read-only (PING, INFO, DBSIZE). The client
-history is judged for the rate-limit promise. Every call has a short timeout, so a
-frozen node costs one timeout, never a stalled monitor.
+history is judged for the rate-limit promise: the limit each node reports and, when
+the subject declared one, the declared limit (a node configured more loosely than
+declared breaks the declared promise), over the requests sent since the nodes' limits
+last changed (``/healthz``'s ``config_changed_at``: a window straddling a change is
+judged by neither configuration). Every call has a short timeout, so a frozen node
+costs one timeout, never a stalled monitor.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pytest_operator._signals import (
     ProbeFailure,
     SafetyViolation,
 )
+from subjects.ratelimiter.actions import Declared
 from subjects.ratelimiter.checkers import max_admitted_in_window
 
 REDIS = "redis"
@@ -66,6 +71,7 @@ class _NodeProbe:
     ready: bool | None = None
     mode: str | None = None
     started_at: float | None = None
+    config_changed_at: float | None = None
     clock_offset_ms: float | None = None
     scrape: Scrape | None = None
     counters: list[CounterView] = field(default_factory=list)
@@ -86,9 +92,11 @@ class RateLimiterObserver:
         history: History,
         *,
         probe_timeout: float = PROBE_TIMEOUT,
+        declared: Declared | None = None,
     ) -> None:
         self.nodes = nodes  # name -> direct base URL
         self.history = history
+        self.declared = declared
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(probe_timeout), limits=httpx.Limits(max_keepalive_connections=0)
         )
@@ -131,6 +139,8 @@ class RateLimiterObserver:
                 probe.detail = f"/healthz answered {r.status_code}"
                 return probe
             probe.started_at = float(body["started_at"])
+            changed = body.get("config_changed_at")
+            probe.config_changed_at = None if changed is None else float(changed)
             probe.clock_offset_ms = float(body["now_ms"]) - (t0 + t1) / 2 * 1000
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             probe.failure = _failure_of(exc)
@@ -239,6 +249,7 @@ class RateLimiterObserver:
             error_rate=None if seen is None else seen.error_rate,
             request_rate=rate,
             started_at=p.started_at,
+            config_changed_at=p.config_changed_at,
             clock_offset_ms=p.clock_offset_ms,
             probe_ms=p.probe_ms,
             probe_failure=p.failure,
@@ -279,13 +290,24 @@ class RateLimiterObserver:
         if not limits:
             return []
         since = now - HISTORY_HORIZON
+        changes = [p.config_changed_at for p in probes if p.config_changed_at is not None]
+        if changes:
+            since = max(since, *changes)
         ops = [op for op in history if op.send >= since]
         out: list[SafetyViolation] = []
         for key, view in sorted(limits.items()):
-            worst = max_admitted_in_window(
-                [op for op in ops if op.key == key], view.window_ms / 1000
-            )
-            if worst is not None and worst.count > view.limit:
+            promises = {(view.limit, view.window_ms)}
+            if self.declared is not None:
+                promises.add((self.declared.limit, self.declared.window_ms))
+            broken = []
+            for limit, window_ms in sorted(promises):
+                found = max_admitted_in_window(
+                    [op for op in ops if op.key == key], window_ms / 1000
+                )
+                if found is not None and found.count > limit:
+                    broken.append((found.count - limit, limit, window_ms, found))
+            if broken:
+                _, limit, window_ms, worst = max(broken, key=lambda b: b[0])
                 drift_ms = self.history.clock.drift() * 1000
                 clock_note = (
                     f"; the wall clock drifted {drift_ms:+.0f} ms from the history's clock"
@@ -297,10 +319,10 @@ class RateLimiterObserver:
                         property="admitted_within_limit",
                         components=tuple(sorted(worst.by_target)),
                         observed=float(worst.count),
-                        bound=float(view.limit),
+                        bound=float(limit),
                         at=worst.end,
-                        detail=f"{worst.count} admitted in {view.window_ms} ms for key"
-                        f" {key!r} (limit {view.limit}); {worst.describe()}{clock_note}",
+                        detail=f"{worst.count} admitted in {window_ms} ms for key"
+                        f" {key!r} (limit {limit}); {worst.describe()}{clock_note}",
                     )
                 )
         return out
@@ -338,4 +360,5 @@ class RateLimiterObserver:
             divergences=tuple(self._divergences(probes)),
             safety=tuple(self._safety(probes, history, now)),
             facts=tuple(facts),
+            clients_since=min((op.send for op in history), default=None),
         )

@@ -110,8 +110,11 @@ async def test_the_request_caches_the_system_prompt_forces_the_tool_and_fences_t
     assert hyp["kind"]["enum"] == [k.value for k in FaultKind]
     assert hyp["component"]["enum"] == [c.name for c in case.topology.components]
     assert "client" in hyp["component"]["enum"]
-    rec = tool["input_schema"]["properties"]["recommendations"]["items"]["properties"]
-    assert rec["action"]["enum"] == [a.name for a in case.actions]
+    recs = tool["input_schema"]["properties"]["recommendations"]["items"]["anyOf"]
+    assert [r["properties"]["action"]["enum"] for r in recs] == [[a.name] for a in case.actions]
+    restart = recs[[a.name for a in case.actions].index("restart_node")]["properties"]["args"]
+    assert restart["items"]["properties"]["name"]["enum"] == ["node"]
+    assert restart["items"]["properties"]["value"]["enum"] == ["node-1", "node-2", "node-3"]
     [message] = body["messages"]
     assert message["role"] == "user"
     user = message["content"]
@@ -221,7 +224,7 @@ async def test_realistic_answers_on_real_cases(
         assert d.to_markdown().count("No fault") == 1
     else:
         assert d.rank_of(expected) == 1
-    assert not [n for n in d.notes if n.startswith("dropped")]
+    assert not [n for n in d.notes if n.startswith("dropped") or "outside the catalogue" in n]
 
 
 async def test_bad_model_output_is_dropped_with_a_note_never_a_crash() -> None:
@@ -229,8 +232,11 @@ async def test_bad_model_output_is_dropped_with_a_note_never_a_crash() -> None:
     d = await diagnose(api, load(CRASH))
     assert [(str(h.cause), h.confidence) for h in d.hypotheses] == [("crash(node-1)", 1.0)]
     assert d.hypotheses[0].evidence_for[0].text == "node-1 refused the probe"
+    # proposals outside the catalogue are kept, in order, for the runner to refuse and audit
     assert [(r.action, r.args) for r in d.recommendations] == [
-        ("restart_node", (("node", "node-1"),))
+        ("drop_database", ()),
+        ("restart_node", (("node", "node-7"),)),
+        ("restart_node", (("node", "node-1"),)),
     ]
     kinds = ", ".join(k.value for k in FaultKind)
     assert d.notes[1:-1] == (
@@ -243,9 +249,12 @@ async def test_bad_model_output_is_dropped_with_a_note_never_a_crash() -> None:
         "hypothesis crash(node-1): confidence 1.7 clamped to 0..1",
         "dropped hypothesis crash(node-1): a duplicate",
         "dropped hypothesis pause(node-1): confidence 'high' is no number",
-        "dropped recommendation 'drop_database': not in the catalogue "
-        "(reset_counter, update_limit, restart_node)",
-        "dropped recommendation restart_node: node='node-7' is not one of node-1, node-2, node-3",
+        "recommendation drop_database() is outside the catalogue (no action 'drop_database';"
+        " actions: reset_counter, update_limit, restart_node): kept for the runner to refuse"
+        " and audit, never run",
+        "recommendation restart_node(node=node-7) is outside the catalogue (node='node-7' is"
+        " not one of node-1, node-2, node-3): kept for the runner to refuse and audit, never"
+        " run",
     )
 
 
@@ -456,4 +465,73 @@ async def test_a_split_is_read_with_its_groups() -> None:
         " names), got [['etcd-1']]",
         "dropped hypothesis split(etcd-1): split group member 'etcd-9' is not in the topology",
         "dropped hypothesis split(etcd-1): etcd-1 is in two groups of the split",
+    ]
+
+
+def _proposing(*recs: tuple[object, object]) -> dict[str, Any]:
+    data = payload("crash_node-1.json")
+    data["content"][0]["input"]["recommendations"] = [
+        {"action": action, "args": args, "reason": "r"} for action, args in recs
+    ]
+    return data
+
+
+async def test_odd_proposals_are_kept_as_proposed_for_the_runner_to_refuse() -> None:
+    answer = _proposing(
+        (None, []),  # no action name: kept as its JSON text, which no catalogue holds
+        ("update_limit", [{"name": "limit", "value": 5}, {"name": 7, "value": "a"}]),
+        ("update_limit", {"algorithm": "gcra"}),
+    )
+    d = await diagnose(Api(httpx2.Response(200, json=answer)), load(CRASH))
+    assert [(r.action, r.args) for r in d.recommendations] == [
+        ("null", ()),
+        ("update_limit", (("limit", "5"), ("7", "a"))),
+        ("update_limit", (("algorithm", "gcra"),)),
+    ]
+    assert [n for n in d.notes if "recommendation" in n] == [
+        "recommendation null() is outside the catalogue (no action 'null'; actions:"
+        " reset_counter, update_limit, restart_node): kept for the runner to refuse and audit,"
+        " never run",
+        "recommendation update_limit(limit=5, 7=a) is outside the catalogue (no parameter '7';"
+        " parameters: key, limit, window_ms, algorithm): kept for the runner to refuse and"
+        " audit, never run",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ([{"name": "node", "value": None}], "parameter node has no usable value (None)"),
+        (
+            [{"name": "node", "value": "node-1"}, {"name": "node", "value": "node-2"}],
+            "parameter node is given twice",
+        ),
+        ("node=node-1", "args 'node=node-1' are neither a list nor an object"),
+    ],
+)
+async def test_a_proposal_that_cannot_be_handed_on_unguessed_stops_the_list(
+    args: object, why: str
+) -> None:
+    answer = _proposing(
+        ("reset_counter", {"key": "k"}),
+        ("restart_node", args),
+        ("restart_node", [{"name": "node", "value": "node-3"}]),
+    )
+    d = await diagnose(Api(httpx2.Response(200, json=answer)), load(CRASH))
+    # what came before is kept; it and what came after are not handed on
+    assert [(r.action, r.args) for r in d.recommendations] == [("reset_counter", (("key", "k"),))]
+    assert [n for n in d.notes if "recommendation" in n] == [
+        f"dropped recommendation restart_node: {why}; not handed on, nor the 1 proposed after it"
+    ]
+
+
+async def test_a_proposal_that_is_no_object_stops_the_list_too() -> None:
+    answer = _proposing(("reset_counter", {"key": "k"}))
+    recs = answer["content"][0]["input"]["recommendations"]
+    recs += ["restart_node node-1", {"action": "restart_node", "args": {"node": "node-2"}}]
+    d = await diagnose(Api(httpx2.Response(200, json=answer)), load(CRASH))
+    assert [r.action for r in d.recommendations] == ["reset_counter"]
+    assert [n for n in d.notes if "recommendation" in n] == [
+        "dropped recommendation 'restart_node node-1': expected an object; not handed on,"
+        " nor the 1 proposed after it"
     ]

@@ -146,6 +146,7 @@ def test_the_tool_schema_enumerates_kinds_places_and_actions() -> None:
     actions = (
         ActionInfo("restart", "restart one service", "high", (("target", ("svc-1", "svc-2")),)),
         ActionInfo("flush", "flush a cache", "low"),
+        ActionInfo("set", "set a limit", "medium", (("key", ()), ("mode", ("a", "b")))),
     )
     case = Case(topology(), (), (), actions)
     tool = build_tool(case)
@@ -158,7 +159,22 @@ def test_the_tool_schema_enumerates_kinds_places_and_actions() -> None:
     assert hyp["confidence"] == {"type": "number", "minimum": 0, "maximum": 1}
     rec = schema["properties"]["recommendations"]
     assert rec["maxItems"] == 3
-    assert rec["items"]["properties"]["action"]["enum"] == ["restart", "flush"]
+    # one shape per action: its name, only its parameters, only their allowed values
+    restart, flush, set_ = (r["properties"] for r in rec["items"]["anyOf"])
+    assert [r["action"]["enum"] for r in (restart, flush, set_)] == [
+        ["restart"],
+        ["flush"],
+        ["set"],
+    ]
+    assert restart["args"]["maxItems"] == 1
+    assert restart["args"]["items"]["properties"] == {
+        "name": {"type": "string", "enum": ["target"]},
+        "value": {"type": "string", "enum": ["svc-1", "svc-2"]},
+    }
+    assert flush["args"] == {"type": "array", "maxItems": 0}
+    key, mode = (a["properties"] for a in set_["args"]["items"]["anyOf"])
+    assert key == {"name": {"type": "string", "enum": ["key"]}, "value": {"type": "string"}}
+    assert mode["value"] == {"type": "string", "enum": ["a", "b"]}
     assert schema["required"] == ["summary", "hypotheses", "recommendations"]
 
 
@@ -167,6 +183,38 @@ def test_without_a_catalogue_no_action_can_be_recommended() -> None:
     rec = schema["properties"]["recommendations"]
     assert rec["maxItems"] == 0
     assert "enum" not in rec["items"]["properties"]["action"]
+
+
+def test_the_catalogue_says_what_each_action_remedies_and_which_parameter_is_its_target() -> None:
+    actions = (
+        ActionInfo(
+            "bounce",
+            "restart one service",
+            "high",
+            (("svc", ("svc-1", "svc-2")), ("grace", ())),
+            remedies=(FaultKind.CRASH, FaultKind.PAUSE),
+            target="svc",
+            required=("svc",),
+        ),
+        ActionInfo("flush", "flush a cache", "low"),  # as recorded before remedies existed
+    )
+    data = fenced_data(build_prompt(Case(topology(), (), (), actions)).user)
+    assert data["actions"] == [
+        {
+            "name": "bounce",
+            "description": "restart one service",
+            "risk": "high",
+            "params": {"svc": ["svc-1", "svc-2"], "grace": []},
+            "required": ["svc"],
+            "remedies": ["crash", "pause"],
+            "target": "svc",
+        },
+        {"name": "flush", "description": "flush a cache", "risk": "low", "params": {}},
+    ]
+    rules = " ".join(SYSTEM_PROMPT.split())
+    assert '"remedies" (the fault kinds it repairs) and "target" (the parameter naming' in rules
+    assert 'prefer an action whose "remedies" hold its kind, with its "target" parameter' in rules
+    assert "anything outside the catalogue is refused and stops the rest" in rules
 
 
 def test_the_crash_case_is_summarised_as_runs_and_ranges() -> None:

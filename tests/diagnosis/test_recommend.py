@@ -1,5 +1,5 @@
 """recommend(): actions chosen by the fault kinds they declare and their target
-parameter, never by their names."""
+parameter (or none, for an action on the whole subject), never by their names."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_a_free_target_parameter_takes_the_component() -> None:
     ]
 
 
-def test_an_action_needing_more_than_its_target_or_without_one_is_not_recommended() -> None:
+def test_an_action_needing_more_than_it_can_be_given_is_not_recommended() -> None:
     actions = [
         info(
             "set_limit",
@@ -62,3 +62,38 @@ def test_an_action_needing_more_than_its_target_or_without_one_is_not_recommende
         info("fix_all", (FaultKind.CRASH,), target=None),
     ]
     assert recommend(top(FaultKind.CRASH), actions) == ()
+
+
+def test_a_cluster_wide_action_needing_no_parameter_is_recommended_without_arguments() -> None:
+    actions = [
+        info("reapply", (FaultKind.MISCONFIGURATION,), target=None, params=(), required=()),
+        info(
+            "tune",
+            (FaultKind.MISCONFIGURATION,),
+            target=None,
+            params=(("limit", ()),),
+            required=("limit",),
+        ),
+        info("reapply_other", (FaultKind.CRASH,), target=None, params=(), required=()),
+        info(
+            "optional",
+            (FaultKind.MISCONFIGURATION,),
+            target=None,
+            params=(("dry", ("yes", "no")),),
+            required=(),
+        ),
+    ]
+    recs = recommend(top(FaultKind.MISCONFIGURATION, "client"), actions)
+    assert [(r.action, r.args, r.reason) for r in recs] == [
+        ("reapply", (), "remedies misconfiguration"),
+        ("optional", (), "remedies misconfiguration"),  # an optional parameter stays unset
+    ]
+
+
+def test_targeted_and_cluster_wide_remedies_keep_the_catalogue_order() -> None:
+    actions = [
+        info("reapply", (FaultKind.CRASH,), target=None, params=(), required=()),
+        info("bounce", (FaultKind.CRASH,)),
+    ]
+    recs = recommend(top(FaultKind.CRASH), actions)
+    assert [(r.action, r.args) for r in recs] == [("reapply", ()), ("bounce", (("svc", "a"),))]

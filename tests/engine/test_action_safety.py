@@ -239,7 +239,10 @@ async def test_the_audit_trail_is_json_lines_with_who_decided(tmp_path: Path) ->
         "detail",
         "attempts",
         "approved_by",
+        "started_at",
     }
+    assert rows[0]["started_at"] >= rows[0]["at"] - 5  # the first attempt's start, epoch s
+    assert rows[1]["started_at"] is None  # refused: never ran
     got = [
         (r["args"], r["risk"], r["decision"], r["outcome"], r["attempts"], r["approved_by"])
         for r in rows

@@ -148,7 +148,7 @@ async def test_both_subjects_declare_what_their_restarts_remedy() -> None:
     from pytest_operator._causes import FaultKind
     from subjects.etcd.actions import MaintenanceApi
     from subjects.etcd.actions import catalogue as etcd_catalogue
-    from subjects.ratelimiter.actions import ManagementApi
+    from subjects.ratelimiter.actions import Declared, ManagementApi
     from subjects.ratelimiter.actions import catalogue as rl_catalogue
 
     async def restart(name: str) -> None:
@@ -156,7 +156,9 @@ async def test_both_subjects_declare_what_their_restarts_remedy() -> None:
 
     rl_api = ManagementApi({"node-1": "http://127.0.0.1:1"})
     etcd_api = MaintenanceApi({"m1": "http://127.0.0.1:1"})
-    rl = {a.name: a for a in rl_catalogue(rl_api, restart)}
+    declared = Declared(limit=50, window_ms=1000, algorithm="sliding_log")
+    rl = {a.name: a for a in rl_catalogue(rl_api, restart, declared)}
+    undeclared = {a.name for a in rl_catalogue(rl_api, restart)}
     etcd = {a.name: a for a in etcd_catalogue(etcd_api, restart)}
     await rl_api.aclose()
     await etcd_api.aclose()
@@ -165,6 +167,16 @@ async def test_both_subjects_declare_what_their_restarts_remedy() -> None:
         assert action.target == target
     assert rl["update_limit"].remedies == {FaultKind.MISCONFIGURATION}
     assert not rl["reset_counter"].remedies
+    # the declared limit applied again: cluster-wide (no target, no parameter), safe to retry
+    restore = rl["restore_limits"]
+    assert restore.remedies == {FaultKind.MISCONFIGURATION}
+    assert (restore.target, restore.params, restore.idempotent) == (None, (), True)
+    assert restore.timeout is not None and restore.risk is Risk.MEDIUM
+    assert "restore_limits" not in undeclared  # nothing to restore without a declaration
+    # a PUT and a reset are idempotent; a restart is not (it changes the node's start time)
+    idempotent = {name for name, a in rl.items() if a.idempotent}
+    assert idempotent == {"update_limit", "reset_counter", "restore_limits"}
+    assert all(a.timeout is not None for n, a in rl.items() if n != "restart_node")
     assert not etcd["transfer_leadership"].remedies
 
 

@@ -153,7 +153,9 @@ def test_a_real_run_reports_time_to_recover(tmp_path: Path) -> None:
     (tmp_path / "test_recover.py").write_text(textwrap.dedent(SCENARIOS))
     env = xdist_free_env()
     env["PYTEST_OPERATOR_RUN_DIR"] = str(tmp_path / "clusters")
+    allure_dir = tmp_path / "allure"
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_recover.py"]
+    cmd += [f"--alluredir={allure_dir}"]
     proc = run_group(cmd, cwd=tmp_path, env=env, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "2 passed" in out, out[-3000:]
@@ -183,3 +185,16 @@ def test_a_real_run_reports_time_to_recover(tmp_path: Path) -> None:
         (True, True),
         (False, False),
     ]
+
+    results = [json.loads(p.read_text()) for p in allure_dir.glob("*-result.json")]
+    (allured,) = [r for r in results if r["name"] == "test_remedied"]
+    params = {p["name"]: p for p in allured["parameters"]}
+    assert float(params["time to recover (s)"]["value"]) == pytest.approx(ttr, abs=0.01)
+    assert params["time to recover (s)"]["excluded"] is True  # not part of the history id
+    assert float(params["time to detect (s)"]["value"]) > 0
+    (rem,) = [a for a in allured["attachments"] if a["name"] == "remediation (causal)"]
+    text = (allure_dir / rem["source"]).read_text()
+    assert "`restart_node(node=node-1)` | approved | approve_restarts | ok | 1 |" in text, text
+    assert f"**Recovered** {ttr:.2f} s after the first action" in text, text
+    (only,) = [r for r in results if r["name"] == "test_diagnosed_only"]
+    assert "time to recover (s)" not in {p["name"] for p in only["parameters"]}

@@ -46,6 +46,8 @@ async def test_health_and_readiness(node: Node, http: httpx.AsyncClient) -> None
     assert abs(health["now_ms"] - time.time() * 1000) < 5000
     assert health["started_at"] <= time.time()
     assert health["uptime_s"] > 0
+    changed = health["config_changed_at"]
+    assert changed is None or health["started_at"] <= changed <= time.time()
     ready = await http.get(f"{node.url}/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"ready": True, "redis": "up", "mode": "normal", "node": "api-1"}
@@ -89,6 +91,7 @@ async def test_limit_set_on_one_node_is_seen_by_another(
 ) -> None:
     other = start_node("api-2", module_redis.url, token=TOKEN)
     body = {"limit": 7, "window_ms": 5000, "algorithm": "fixed_window"}
+    before = time.time()
     assert (await http.put(f"{node.url}/api/limits/shared", json=body, headers=AUTH)).is_success
     put_at = time.monotonic()
     while True:
@@ -98,6 +101,14 @@ async def test_limit_set_on_one_node_is_seen_by_another(
         assert time.monotonic() - put_at < 5, "the other node never saw the new limit"
         await asyncio.sleep(0.02)
     assert seen["algorithm"] == "fixed_window"
+    # both nodes report when their limits changed: the one written to and the one that read it
+    changed = [
+        (await http.get(f"{n.url}/healthz")).json()["config_changed_at"] for n in (node, other)
+    ]
+    assert all(c is not None and before <= c <= time.time() for c in changed), changed
+    # the same limit written again changes nothing
+    assert (await http.put(f"{node.url}/api/limits/shared", json=body, headers=AUTH)).is_success
+    assert (await http.get(f"{node.url}/healthz")).json()["config_changed_at"] == changed[0]
 
 
 async def test_counters_reset_and_blocks(node: Node, http: httpx.AsyncClient) -> None:

@@ -271,6 +271,7 @@ async def test_transfer_leadership_moves_the_leader_and_the_change_is_flagged(
     target = next(m for m in MEMBERS if m != old)
     action = next(a for a in session.actions if a.name == "transfer_leadership")
     assert action.risk is Risk.MEDIUM
+    assert action.idempotent and action.timeout == 10.0  # the runner may retry it
     message = await action.run(action.validate({"member": target}))
     assert message == f"leadership moved from {old} to {target}"
     obs = await until(session.observe, lambda o: settled(o) and leaders(o) == [target])
@@ -290,6 +291,7 @@ async def test_restart_member_brings_it_back_as_a_follower(
     before = obs.component(member).started_at  # type: ignore[union-attr]
     action = next(a for a in session.actions if a.name == "restart_member")
     assert action.risk is Risk.HIGH
+    assert not action.idempotent  # never retried after a failure that may have stopped it
     assert await action.run(action.validate({"member": member})) == f"{member} restarted"
     obs = await until(session.observe, settled)
     after = obs.component(member)
