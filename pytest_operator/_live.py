@@ -268,6 +268,16 @@ class LiveView:
                 self.start()
 
 
+def _keep(state: _State, v: Violation) -> None:
+    """Record ``v``; a violation still active from an earlier monitor run keeps its first
+    sighting and confirmation (a new run confirms it again: it was not detected again)."""
+    key = (v.invariant, v.component)
+    old = state.violations.get(key)
+    if old is not None and old.cleared_at is None and old.confirmed_at < v.confirmed_at:
+        v = replace(v, first_seen=min(old.first_seen, v.first_seen), confirmed_at=old.confirmed_at)
+    state.violations[key] = v
+
+
 def _record(state: _State, event: Event) -> None:
     if isinstance(event, Tick):
         state.ticks += 1
@@ -279,10 +289,9 @@ def _record(state: _State, event: Event) -> None:
         else:
             state.observe_error = event.error
         for v in event.active:
-            state.violations[(v.invariant, v.component)] = v
+            _keep(state, v)
     elif isinstance(event, ViolationConfirmed | ViolationCleared):
-        v = event.violation
-        state.violations[(v.invariant, v.component)] = v
+        _keep(state, event.violation)
     elif isinstance(event, MonitorStarted):
         state.monitoring = (
             f"until {event.until} (at most {event.timeout:g} s)"

@@ -6,6 +6,7 @@ sparklines, the traffic from a history, the chapter banner, the layout by width)
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from rich.console import Console
@@ -68,6 +69,29 @@ def test_an_unbound_view_draws_its_empty_panels_and_the_chapter_banner() -> None
     view.chapter("")
     assert "A fault injected" not in text_of(view, 120)
     assert text_of(view, 120).splitlines()[0].startswith("pytest-operator demo")
+
+
+def test_a_violation_confirmed_again_by_a_later_monitor_run_keeps_its_first_detection() -> None:
+    from dataclasses import replace
+
+    from pytest_operator._events import ViolationCleared, ViolationConfirmed
+    from pytest_operator._invariants import Category, Violation
+
+    def at(t: float) -> str:
+        return time.strftime("at %H:%M:%S", time.localtime(t))
+
+    view = LiveView()
+    first = Violation("node_down", Category.AVAILABILITY, "node-1", "down", 1000.0, 1000.5)
+    view.on_event(ViolationConfirmed(first))
+    again = replace(first, first_seen=1010.0, confirmed_at=1010.5)
+    view.on_event(ViolationConfirmed(again))  # the next monitor run sees it still down
+    text = text_of(view, 150)
+    assert at(1000.5) in text and at(1010.5) not in text
+    view.on_event(ViolationCleared(replace(again, cleared_at=1012.0)))
+    later = replace(first, first_seen=1020.0, confirmed_at=1020.5)
+    view.on_event(ViolationConfirmed(later))  # a new episode after it cleared: detected anew
+    text = text_of(view, 150)
+    assert at(1020.5) in text and "VIOLATED at node-1" in text
 
 
 def test_panels_sit_side_by_side_when_wide_and_stacked_when_narrow() -> None:
