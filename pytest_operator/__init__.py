@@ -101,6 +101,7 @@ if TYPE_CHECKING:
         Register,
     )
     from pytest_operator._linearizable import check as check_linearizable
+    from pytest_operator._live import LiveView
     from pytest_operator._monitor import MonitorRun
     from pytest_operator._process import free_ports, free_ports_at, process_start_time
     from pytest_operator._remediation import NotRecovered, Recovery, Remediation, Step
@@ -156,6 +157,7 @@ _EXPORTS: dict[str, str] = {
         "_actions",
     ),
     "CausalEngine": "_causal",
+    "LiveView": "_live",
     **dict.fromkeys(("Cassette", "CassetteMiss"), "_cassette"),
     **dict.fromkeys(("ClaudeEngine", "ClaudeResponseError"), "_claude"),
     **dict.fromkeys(
@@ -325,6 +327,7 @@ __all__ = [
     "Link",
     "LinkSignals",
     "LinkSpec",
+    "LiveView",
     "Model",
     "MonitorRun",
     "NotApplied",
