@@ -4,22 +4,13 @@ run (pytester) with a stand-in subject whose cluster is a real three-member mesh
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.cluster.mesh import iptables_lines
+from tests.pytester_runs import INI, ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-INI = """\
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
-filterwarnings = error
-"""
 
 CONFTEST = f"""
 import sys

@@ -23,15 +23,8 @@ import pytest
 from pytest_operator._containers import OWNER_LABEL, PROJECT_LABEL, RUN_LABEL, DockerApi
 from pytest_operator._docker import DockerEngine, DockerMissingError, find_dockerd
 from pytest_operator._images import ensure_images
+from tests.pytester_runs import INI, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-INI = """\
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
-filterwarnings = error
-"""
 HOW = (
     "`./dev scenarios --cluster=compose` starts our own dockerd for the run (and builds the "
     "images), `./dev docker start` starts it until `./dev docker stop`; or set DOCKER_HOST "

@@ -32,16 +32,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.pytester_runs import INI, ROOT
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-INI = """\
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
-filterwarnings = error
-"""
 NODES = ("node-1", "node-2")  # --nodes=2: a smaller real cluster starts faster
 SETUP_S = 90.0  # an inner run reaching its marker (cluster start on a loaded machine)
 EXIT_S = 30.0  # an interrupted run exiting

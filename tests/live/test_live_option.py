@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.live.conftest import INI
+from tests.pytester_runs import INI
 
 PASSING = "def test_ok():\n    assert True\n"
 OFF = "operator: live view off: the output is not a terminal (output stays plain)"

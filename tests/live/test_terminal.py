@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.conftest import plain, run_in_terminal
+from tests.pytester_runs import plain, run_in_terminal
 
 pytestmark = pytest.mark.slow
 

@@ -160,42 +160,21 @@ def test_a_person_at_the_terminal_answers_despite_output_capture(
     """pytest under a real pseudo-terminal with its default (fd) capture: the question
     reaches the terminal and the typed answer is read."""
     import os
-    import pty
     import subprocess
-    import sys
-    import time
+
+    from tests.pytester_runs import run_in_terminal
 
     pytester.makeini(INI)
     test = pytester.makepyfile(test_prompted=PROMPTED)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(test)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        cwd=pytester.path,
-    )
-    os.close(slave)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not answered and b"[y/N]" in seen:
-                os.write(master, b"y\n")
-                answered = True
-        assert proc.wait(timeout=30) == 0, seen.decode(errors="replace")
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    text = seen.decode(errors="replace")
+    answered: list[bool] = []
+
+    def answer(seen: str, proc: subprocess.Popen[bytes], master: int) -> None:
+        if not answered and "[y/N]" in seen:
+            os.write(master, b"y\n")
+            answered.append(True)
+
+    run = run_in_terminal(pytester.path, str(test), timeout=90, on_output=answer)
+    assert run.returncode == 0, run.text
+    text = run.text
     assert "operator: run restart_node node=node-1 (risk high)? [y/N]" in text
     assert "1 passed" in text
