@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,22 +93,6 @@ def test_each_chapter_on_screen_keys_pressed(demo: Demo, subject: str) -> None:
     demo.assert_nothing_left(at_least=PROCESSES[subject])
 
 
-def test_auto_runs_to_its_end_and_exports_a_chapter_as_svg(demo: Demo) -> None:
-    svg = demo.base / "chapter.svg"
-    demo.start("--subject", "ratelimiter", "--auto", "--pause", "0.5", "--svg", str(svg))
-    demo.wait_for(
-        r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S, also=["--auto: next in 0.5 s"]
-    )
-    assert demo.wait_exit(3 * STEP_S) == 0, demo.text
-    assert "the loop closed" in demo.text
-    (run,) = demo.run_dirs()
-    assert '"approved_by": "demo --auto"' in (run / "audit.jsonl").read_text()
-    text = svg.read_text()
-    assert text.startswith("<svg") and "operator&#160;demo&#160;--subject&#160;ratelimiter" in text
-    assert "Chapter&#160;5/6" in text and "risk&#160;high" in text
-    demo.assert_nothing_left(at_least=PROCESSES["ratelimiter"])
-
-
 def test_q_in_the_middle_heals_and_stops_everything(demo: Demo) -> None:
     demo.start("--subject", "ratelimiter")
     demo.wait_for(r"Chapter 1/6 · Healthy traffic 50 requests/s", START_S)
@@ -171,13 +156,19 @@ def test_ctrl_c_while_the_cluster_starts_stops_what_started(demo: Demo) -> None:
     demo.assert_nothing_left(at_least=1)
 
 
-def test_without_a_terminal_each_chapter_is_printed_plain() -> None:
-    """Output to a pipe and no input (as in CI): the chapters as lines of text, in order,
-    and --auto's approval; the run ends with exit status 0."""
+def test_auto_without_a_terminal_prints_each_chapter_plain_and_exports_one_as_svg(
+    tmp_path: Path,
+) -> None:
+    """Output to a pipe and no input (as in CI): --auto runs through on its own, the
+    chapters as lines of text, in order, with --auto's approval (audited as such); the
+    run ends with exit status 0, and --svg saved chapter 5's screen."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["PATH"] = f"{ROOT / '.bin'}:{env.get('PATH', '')}"
+    env["PYTEST_OPERATOR_RUN_DIR"] = str(tmp_path / "runs")
+    svg = tmp_path / "chapter.svg"
+    command = [str(OPERATOR), "demo", "--subject", "ratelimiter", "--auto", "--pause", "0.2"]
     proc = subprocess.run(
-        [str(OPERATOR), "demo", "--subject", "ratelimiter", "--auto", "--pause", "0.2"],
+        [*command, "--svg", str(svg)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -201,6 +192,11 @@ def test_without_a_terminal_each_chapter_is_printed_plain() -> None:
     assert -1 not in positions and positions == sorted(positions), out
     assert "[--auto approves in 0.2 s · q: quit]" in out
     assert "\x1b[" not in proc.stdout  # plain text, no terminal codes
+    (audit,) = (tmp_path / "runs").glob("*/audit.jsonl")
+    assert '"approved_by": "demo --auto"' in audit.read_text()
+    text = svg.read_text()
+    assert text.startswith("<svg") and "operator&#160;demo&#160;--subject&#160;ratelimiter" in text
+    assert "Chapter&#160;5/6" in text and "risk&#160;high" in text
 
 
 def test_claude_without_a_key_is_a_usage_error() -> None:
