@@ -40,6 +40,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+from pytest_operator._process import parent_pid, pid_alive, process_start_time
+
 _SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _POLL_S = 0.05
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; leave room for the daemon's own sockets
@@ -216,29 +218,12 @@ def _cmdline(pid: int) -> list[str]:
     return [os.fsdecode(a) for a in raw.split(b"\0") if a]
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
 def _descendants(pids: set[int]) -> set[int]:
     """``pids`` and every live process descending from one of them."""
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            ppid = _ppid(int(entry.name))
+            ppid = parent_pid(int(entry.name))
             if ppid is not None:
                 parents[int(entry.name)] = ppid
     found = set(pids)
@@ -396,7 +381,7 @@ class DockerEngine:
         except (OSError, ValueError, IndexError):
             return None
         ours = f"--pidfile={self.pidfile}" in _cmdline(pid)
-        return pid if ours and _alive(pid) else None
+        return pid if ours and pid_alive(pid) else None
 
     def leftovers(self) -> list[int]:
         """Processes of a daemon under this root other than dockerd itself: every process
@@ -410,7 +395,7 @@ class DockerEngine:
                 if any(a.endswith(marker) or f"{marker}/" in a for a in argv):
                     named.add(int(entry.name))
         daemon = self.pid()
-        return sorted(p for p in _descendants(named) if p != daemon and _alive(p))
+        return sorted(p for p in _descendants(named) if p != daemon and pid_alive(p))
 
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         timeout = self.ready_timeout + self.stop_timeout + 30.0
@@ -436,7 +421,7 @@ class DockerEngine:
                 (self.root / _PERSISTENT).unlink(missing_ok=True)
             self._start_locked()
             leases.mkdir(parents=True, exist_ok=True)
-            mine = leases / f"{os.getpid()}-{_start_ticks(os.getpid())}-{id(self)}"
+            mine = leases / f"{os.getpid()}-{process_start_time(os.getpid())}-{id(self)}"
             mine.touch()
         try:
             yield self
@@ -501,7 +486,7 @@ class DockerEngine:
     def _wait_ready(self, pid: int) -> None:
         deadline = time.monotonic() + self.ready_timeout
         while not _ping(self.socket, timeout=min(1.0, self.ready_timeout)):
-            if not _alive(pid):
+            if not pid_alive(pid):
                 self._stop_locked()
                 raise DockerError(
                     f"dockerd exited before it was ready; the end of {self.log_file}:\n"
@@ -615,14 +600,6 @@ class DockerEngine:
 _PERSISTENT = "persistent"  # in the root: started by hand, so leases never stop it
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
 def _lease_alive(name: str) -> bool:
     """A lease file ``<pid>-<start ticks>-<id>`` of a process that still runs (the start
     time guards against a recycled PID)."""
@@ -630,12 +607,12 @@ def _lease_alive(name: str) -> bool:
     if len(parts) != 3 or not parts[0].isdigit():
         return False
     pid = int(parts[0])
-    return _alive(pid) and str(_start_ticks(pid)) == parts[1]
+    return pid_alive(pid) and str(process_start_time(pid)) == parts[1]
 
 
 def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids):
+    while any(pid_alive(p) for p in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(_POLL_S)

@@ -94,6 +94,7 @@ def port_is_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bo
 class _ProcStat:
     pid: int
     state: str
+    ppid: int
     pgrp: int
     session: int
     start_time: int  # clock ticks since boot
@@ -110,10 +111,23 @@ def _proc_stat(pid: int) -> _ProcStat | None:
     return _ProcStat(
         pid=pid,
         state=rest[0],
+        ppid=int(rest[1]),
         pgrp=int(rest[2]),
         session=int(rest[3]),
         start_time=int(rest[19]),
     )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat.state != "Z"
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, or None if it is gone."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat.ppid
 
 
 def process_start_time(pid: int) -> int | None:

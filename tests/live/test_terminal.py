@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_operator._process import pid_alive
 from tests.pytester_runs import plain, run_in_terminal
 
 pytestmark = pytest.mark.slow
@@ -138,14 +139,6 @@ def test_with_the_output_piped_it_is_plain(pytester: pytest.Pytester) -> None:
     assert "topology" not in out and "╭" not in out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
-
-
 def run_processes(base: Path) -> set[int]:
     """Live processes the inner run started: each inherits ``PYTEST_OPERATOR_RUN_DIR``
     = ``base`` (found by that environment entry, never by a name)."""
@@ -157,7 +150,7 @@ def run_processes(base: Path) -> set[int]:
                 environ = Path(f"/proc/{entry.name}/environ").read_bytes()
             except OSError:
                 continue
-            if needle in environ.split(b"\0") and _alive(int(entry.name)):
+            if needle in environ.split(b"\0") and pid_alive(int(entry.name)):
                 found.add(int(entry.name))
     return found
 
@@ -194,7 +187,7 @@ def test_ctrl_c_in_a_fault_stops_the_view_heals_and_stops_every_process(
     assert done.raw.rindex("\x1b[?25h") > done.raw.rindex("\x1b[?25l")
     assert len(started) >= 4, started  # redis, toxiproxy, the nodes still up
     deadline = time.monotonic() + 30
-    while (left := {p for p in started if _alive(p)}) and time.monotonic() < deadline:
+    while (left := {p for p in started if pid_alive(p)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"processes of the run left after Ctrl-C: {left}"
     assert plain(done.raw).count("1 passed") == 0
