@@ -4,7 +4,9 @@ stdout and stderr (or its output piped, as CI does)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import re
 import select
@@ -107,3 +109,74 @@ def run_in_terminal(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
     return TerminalRun(returncode, seen.decode(errors="replace"))
+
+
+class InnerSession:
+    """``python -m pytest FILE`` in ``where`` with only the plugins a scenario run needs
+    (autoloading every installed one, schemathesis, hypothesis, allure, costs seconds a
+    run), in a session of its own, its output to a file (a pipe nobody reads could block
+    it), ``PYTEST_OPERATOR_RUN_DIR`` = ``base``; the test writes ``MARK`` (JSON) once in
+    its body."""
+
+    WAIT_S = 30.0
+    """Seconds :meth:`wait` gives the run to end."""
+
+    def __init__(
+        self,
+        where: Path,
+        base: Path,
+        name: str,
+        source: str,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.base = base
+        self.marker = where / f"{name}.mark"
+        self.output = where / f"{name}.out"
+        test_file = where / f"test_{name}.py"
+        test_file.write_text(source)
+        environ = dict(os.environ)
+        environ.update(
+            PATH=f"{ROOT / '.bin'}{os.pathsep}{environ.get('PATH', '')}",
+            PYTEST_OPERATOR_RUN_DIR=str(base),
+            MARK=str(self.marker),
+            PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+        )
+        environ.update(env or {})
+        plugins = ("-p", "pytest_asyncio.plugin", "-p", "pytest_operator.plugin")
+        command = [sys.executable, "-m", "pytest", *plugins, "-p", "no:cacheprovider", *args]
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [*command, test_file.name],
+                cwd=where,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def info(self) -> dict[str, object]:
+        """What the scenario's body wrote once inside it ({} before)."""
+        try:
+            data: dict[str, object] = json.loads(self.marker.read_text())
+        except FileNotFoundError:
+            return {}
+        return data
+
+    def wait(self, timeout: float | None = None) -> int:
+        limit = self.WAIT_S if timeout is None else timeout
+        try:
+            return self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the inner run did not exit within {limit:.0f} s:\n{self.text()[-3000:]}")
+
+    def stop(self) -> None:
+        """Whatever happened: the session's process group SIGKILLed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()

@@ -7,11 +7,8 @@ its containers running until the next session, which removes them and passes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ import pytest
 from pytest_operator._containers import OWNER_LABEL, PROJECT_LABEL, RUN_LABEL, DockerApi
 from pytest_operator._docker import DockerEngine, DockerMissingError, find_dockerd
 from pytest_operator._images import ensure_images
-from tests.pytester_runs import INI, ROOT
+from tests.pytester_runs import INI, InnerSession
 
 HOW = (
     "`./dev scenarios --cluster=compose` starts our own dockerd for the run (and builds the "
@@ -149,58 +146,22 @@ def api(engine: DockerEngine) -> Iterator[DockerApi]:
         client.close()
 
 
-class Session:
+class Session(InnerSession):
     """``pytest --cluster=compose`` on one scenario file, in a session of its own, with
     ``PYTEST_OPERATOR_RUN_DIR`` under ``where`` (its containers are labelled with it)."""
 
+    WAIT_S = RUN_S
+
     def __init__(self, where: Path, engine: DockerEngine, name: str, body: str) -> None:
-        self.base = where / "runs"
-        self.marker = where / f"{name}.mark"
-        self.output = where / f"{name}.out"
-        test_file = where / f"test_{name}.py"
-        test_file.write_text(HEADER + textwrap.dedent(body))
         (where / "pytest.ini").write_text(INI)
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{ROOT / '.bin'}{os.pathsep}{env.get('PATH', '')}",
-            PYTEST_OPERATOR_RUN_DIR=str(self.base),
-            MARK=str(self.marker),
-            DOCKER_HOST=engine.host,
-            PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+        super().__init__(
+            where,
+            where / "runs",
+            name,
+            HEADER + textwrap.dedent(body),
+            args=("--cluster=compose", "--nodes=2"),
+            env={"DOCKER_HOST": engine.host},
         )
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-p",
-                    "pytest_asyncio.plugin",
-                    "-p",
-                    "pytest_operator.plugin",
-                    "-p",
-                    "no:cacheprovider",
-                    "--cluster=compose",
-                    "--nodes=2",
-                    test_file.name,
-                ],
-                cwd=where,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def info(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.marker.read_text())
-        except FileNotFoundError:
-            return {}
-        return data
 
     def wait_for_marker(self) -> dict[str, Any]:
         deadline = time.monotonic() + RUN_S
@@ -209,17 +170,6 @@ class Session:
                 pytest.fail(f"the inner run never reached its body:\n{self.text()[-3000:]}")
             time.sleep(0.02)
         return self.info()
-
-    def wait(self, timeout: float = RUN_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the inner run did not end within {timeout:.0f} s:\n{self.text()[-3000:]}")
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @contextlib.contextmanager

@@ -18,11 +18,8 @@ own fixtures.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pytester_runs import INI, ROOT
+from tests.pytester_runs import INI, InnerSession
 
 pytestmark = pytest.mark.slow
 
@@ -185,50 +182,14 @@ class Interrupted:
     run_dir: Path | None
 
 
-class Session:
-    """``python -m pytest FILE`` in ``where``, in a session of its own, its output to a
-    file (a pipe nobody reads could block it), ``PYTEST_OPERATOR_RUN_DIR`` = ``base``."""
+class Session(InnerSession):
+    """The inner run of a scenario file written for the test (``HEADER`` + its body)."""
+
+    WAIT_S = EXIT_S
 
     def __init__(self, where: Path, base: Path, name: str, body: str) -> None:
-        self.base = base
-        self.marker = where / f"{name}.mark"
-        self.output = where / f"{name}.out"
-        test_file = where / f"test_{name}.py"
-        test_file.write_text(HEADER + textwrap.dedent(body))
-        env = dict(os.environ)
-        env.update(
-            PATH=f"{ROOT / '.bin'}{os.pathsep}{env.get('PATH', '')}",
-            PYTEST_OPERATOR_RUN_DIR=str(base),
-            MARK=str(self.marker),
-            PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-        )
-        with open(self.output, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    # Only the plugins a scenario run needs: autoloading every installed
-                    # one (schemathesis, hypothesis, allure) costs seconds a run.
-                    "-p",
-                    "pytest_asyncio.plugin",
-                    "-p",
-                    "pytest_operator.plugin",
-                    "-p",
-                    "no:cacheprovider",
-                    f"--nodes={len(NODES)}",
-                    test_file.name,
-                ],
-                cwd=where,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
+        source = HEADER + textwrap.dedent(body)
+        super().__init__(where, base, name, source, args=(f"--nodes={len(NODES)}",))
 
     def run_dir(self) -> Path | None:
         """This session's run directory (the owner's PID is in its name)."""
@@ -242,14 +203,6 @@ class Session:
         with contextlib.suppress(OSError):
             return (run_dir / f"{name}.pid").read_text()
         return ""
-
-    def info(self) -> dict[str, object]:
-        """What the scenario's body wrote once inside it ({} before)."""
-        try:
-            data: dict[str, object] = json.loads(self.marker.read_text())
-        except FileNotFoundError:
-            return {}
-        return data
 
     def wait_for(
         self, condition: Callable[[], object], what: str, timeout: float = SETUP_S
@@ -276,21 +229,6 @@ class Session:
         began = time.monotonic()
         code = self.wait()
         return Interrupted(code, time.monotonic() - began, self.text(), self.run_dir())
-
-    def wait(self, timeout: float = EXIT_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"the inner run did not exit within {timeout:.0f} s:\n{self.text()[-3000:]}"
-            )
-
-    def stop(self) -> None:
-        """Whatever happened: the session's process group SIGKILLed (what the run left
-        outside it is the ``where`` fixture's to kill)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 def kill_leftovers(base: Path) -> None:
