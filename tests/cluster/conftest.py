@@ -4,10 +4,17 @@ each node through a proxy too."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from pytest_operator._cluster import Addresses, ClusterSpec, ComponentSpec, HttpReady, LinkSpec
+from pytest_operator._containers import DockerApi
+from pytest_operator._docker import DockerEngine, DockerMissingError, find_dockerd
+from pytest_operator._images import ensure_images
 from pytest_operator._topology import ComponentKind
 
 STANDIN = Path(__file__).with_name("standin_node.py")
@@ -55,3 +62,29 @@ def standin_spec(nodes: int = 2, *, fake_clock: bool = True) -> ClusterSpec:
             *(LinkSpec("client", n) for n in names),
         ),
     )
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DockerEngine]:
+    """Our own dockerd at the default root, held for the module (started if needed; a
+    daemon started by hand keeps running), with the rate limiter's images: for the
+    compose backend's tests."""
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root: these tests run our own engine; run them as root")
+    try:
+        find_dockerd()
+    except DockerMissingError as exc:
+        pytest.skip(f"no Docker engine here: {exc}")
+    engine = DockerEngine()
+    with engine.lease():
+        ensure_images(engine, names=("redis", "ratelimiter-node", "toxiproxy"))
+        yield engine
+
+
+@pytest.fixture
+def api(engine: DockerEngine) -> Iterator[DockerApi]:
+    client = DockerApi(engine.socket)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,7 @@ from pytest_operator._containers import (
     DockerApi,
     owner,
 )
-from pytest_operator._docker import DockerEngine, DockerMissingError, find_dockerd
-from pytest_operator._images import ensure_images
+from pytest_operator._docker import DockerEngine
 from pytest_operator._process import port_is_open
 from pytest_operator._topology import ComponentKind
 from subjects.ratelimiter.cluster import ratelimiter_cluster_spec
@@ -44,34 +43,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("compose_driver.py")
-IMAGES = ("redis", "ratelimiter-node", "toxiproxy")
 START_S = 120.0  # a driver's cluster ready, on a loaded machine
 SETTLE_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[DockerEngine]:
-    """Our own dockerd at the default root, held for the module (started if needed; a
-    daemon started by hand keeps running), with the rate limiter's images."""
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root: these tests run our own engine; run them as root")
-    try:
-        find_dockerd()
-    except DockerMissingError as exc:
-        pytest.skip(f"no Docker engine here: {exc}")
-    engine = DockerEngine()
-    with engine.lease():
-        ensure_images(engine, names=IMAGES)
-        yield engine
-
-
-@pytest.fixture
-def api(engine: DockerEngine) -> Iterator[DockerApi]:
-    client = DockerApi(engine.socket)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_operator._containers import OWNER_LABEL, PROJECT_LABEL, RUN_LABEL, DockerApi
-from pytest_operator._docker import DockerEngine, DockerMissingError, find_dockerd
-from pytest_operator._images import ensure_images
+from pytest_operator._docker import DockerEngine
 from tests.pytester_runs import INI, InnerSession
 
 HOW = (
@@ -120,30 +119,6 @@ def test_no_engine_is_a_usage_error_saying_how_to_get_one(
 
 
 # --- real sessions ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[DockerEngine]:
-    """Our own dockerd, held for the module, with the rate limiter's images."""
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root: these tests run our own engine; run them as root")
-    try:
-        find_dockerd()
-    except DockerMissingError as exc:
-        pytest.skip(f"no Docker engine here: {exc}")
-    engine = DockerEngine()
-    with engine.lease():
-        ensure_images(engine, names=("redis", "ratelimiter-node", "toxiproxy"))
-        yield engine
-
-
-@pytest.fixture
-def api(engine: DockerEngine) -> Iterator[DockerApi]:
-    client = DockerApi(engine.socket)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 class Session(InnerSession):
