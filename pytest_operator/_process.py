@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,15 +64,42 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return free_ports_at([host] * count)
 
 
+PORT_FLOOR = 10_000
+"""Ports are chosen from here up to the kernel's ephemeral range, never inside it."""
+PORT_TRIES = 200
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        return int(low)
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_ports_at(hosts: Sequence[str]) -> list[int]:
-    """One free port on each of ``hosts`` (all bound at once, so the kernel cannot repeat a
-    port on one host; two hosts may get the same number)."""
+    """One free port on each of ``hosts`` (all bound at once, so none repeats on a host;
+    two hosts may get the same number).
+
+    They are drawn below the kernel's ephemeral range: a port from inside it may be taken
+    as the local port of some outgoing connection between now and the moment the
+    component binds it ("address already in use"), which a port below it never is. When
+    no such port is free (or the range leaves none), the kernel picks one."""
     sockets = []
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
     try:
         for host in hosts:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(sock)
-            sock.bind((host, 0))
+            for _ in range(PORT_TRIES if low - PORT_FLOOR > 1000 else 0):
+                try:
+                    sock.bind((host, rng.randrange(PORT_FLOOR, low)))
+                    break
+                except OSError:
+                    continue
+            else:
+                sock.bind((host, 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
         for sock in sockets:
